@@ -1,0 +1,166 @@
+"""The inversion result: a latent's path from a noisy start step down to the clean latent.
+
+A ``Trajectory`` is what the Invert Latent node hands to the samplers (type
+``EYE_TRAJECTORY``). Everything is in the model's own space (the VAE latent already
+multiplied by the model's latent scale factor) and in sigma parametrisation
+``x = x0 + sigma * eps``, which ComfyUI uses for epsilon and v-prediction models alike.
+
+Layout, for ``n`` generation steps:
+
+- ``sigmas``: (n + 1,) **descending**, from the start step's sigma down to the clean end
+  (the model's smallest sigma, which is kept above zero so the last step still carries
+  its noise map and the replay lands exactly on the input);
+- ``latents``: (n + 1, B, C, H, W); ``latents[k]`` lies at ``sigmas[k]``, ``latents[-1]``
+  is the clean input latent;
+- ``noise``: (n, B, C, H, W) noise maps of edit-friendly DDPM, ``noise[k]`` used on the
+  step ``sigmas[k] -> sigmas[k + 1]``; ``None`` for DDIM, whose steps are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+EF_DDPM = "edit-friendly DDPM"
+DDIM = "DDIM"
+METHODS = (EF_DDPM, DDIM)
+
+# Relative tolerance when recognising a trajectory's sigmas in a SIGMAS input: ComfyUI
+# moves sigmas between devices and float32/float64, which perturbs the last digits only.
+SIGMA_RTOL = 1e-4
+
+
+@dataclass
+class Trajectory:
+    """Stored path of one inverted latent (a batch of one or more images)."""
+
+    sigmas: torch.Tensor
+    latents: torch.Tensor
+    noise: torch.Tensor | None
+    method: str
+    cfg: float
+    total_steps: int
+    start_step: int
+    seed: int
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        steps = self.sigmas.shape[0] - 1
+        if self.latents.shape[0] != steps + 1:
+            raise ValueError(f"trajectory has {steps + 1} sigmas but {self.latents.shape[0]} latents")
+        if self.noise is not None and self.noise.shape[0] != steps:
+            raise ValueError(f"trajectory has {steps} steps but {self.noise.shape[0]} noise maps")
+
+    @property
+    def steps(self) -> int:
+        """Number of generation steps stored (the schedule from the start step on)."""
+        return self.sigmas.shape[0] - 1
+
+    @property
+    def latent_shape(self) -> tuple:
+        """(B, C, H, W) of the latents, in the model's latent space."""
+        return tuple(self.latents.shape[1:])
+
+    @property
+    def clean_latent(self) -> torch.Tensor:
+        return self.latents[-1]
+
+    @property
+    def start_latent(self) -> torch.Tensor:
+        return self.latents[0]
+
+    def nbytes(self) -> int:
+        """Memory the stored tensors take."""
+        total = self.sigmas.nbytes + self.latents.nbytes
+        if self.noise is not None:
+            total += self.noise.nbytes
+        return total
+
+    def to(self, device) -> "Trajectory":
+        """A copy whose tensors live on ``device``."""
+        noise = None if self.noise is None else self.noise.to(device)
+        return replace(self, sigmas=self.sigmas.to(device), latents=self.latents.to(device), noise=noise)
+
+    def locate(self, sigmas: torch.Tensor) -> int:
+        """Index of ``sigmas[0]`` in this trajectory, after checking that ``sigmas`` belongs to it.
+
+        A SIGMAS input belongs to the trajectory when it is a contiguous run of the
+        trajectory's own schedule (the whole schedule Invert Latent returned, or a part of
+        it cut with SplitSigmas). Anything else cannot replay the stored noise maps.
+        """
+        sigmas = sigmas.detach().to("cpu", torch.float64).flatten()
+        own = self.sigmas.detach().to("cpu", torch.float64)
+        if sigmas.numel() < 2:
+            raise ValueError(
+                "SIGMAS has fewer than two values, so there is no step to take. Connect the SIGMAS "
+                "output of the Invert Latent node that made this trajectory."
+            )
+        hits = torch.nonzero(torch.isclose(own, sigmas[0], rtol=SIGMA_RTOL, atol=0.0)).flatten()
+        if hits.numel() == 0:
+            raise ValueError(
+                f"SIGMAS does not belong to this trajectory: its first sigma {sigmas[0].item():.5g} is not on "
+                f"the trajectory's schedule ({self.steps} steps from sigma {own[0].item():.5g} down to "
+                f"{own[-1].item():.5g}). Connect the SIGMAS output of the same Invert Latent node "
+                "(optionally cut with SplitSigmas), not a scheduler's."
+            )
+        offset = int(hits[0])
+        end = offset + sigmas.numel()
+        if end > own.numel() or not torch.allclose(own[offset:end], sigmas, rtol=SIGMA_RTOL, atol=0.0):
+            raise ValueError(
+                f"SIGMAS does not belong to this trajectory: it starts on the trajectory's step {offset} but "
+                f"its {sigmas.numel()} values do not follow the trajectory's schedule from there. Connect the "
+                "SIGMAS output of the same Invert Latent node (optionally cut with SplitSigmas)."
+            )
+        return offset
+
+    def check_latent(self, x: torch.Tensor, what: str = "latent") -> None:
+        """Raise a clear error when ``x`` cannot be replayed with this trajectory."""
+        batch, channels, height, width = self.latent_shape
+        if x.ndim != 4 or tuple(x.shape[1:]) != (channels, height, width):
+            raise ValueError(
+                f"The {what} has shape {tuple(x.shape)} but the trajectory was inverted from a latent of shape "
+                f"{self.latent_shape} (image {width * 8}x{height * 8} px). Use the LATENT output of the same "
+                "Invert Latent node, or invert an image of this size."
+            )
+        if x.shape[0] != batch and batch != 1:
+            raise ValueError(
+                f"The {what} has a batch of {x.shape[0]} but the trajectory holds {batch}. Use the LATENT output "
+                "of the same Invert Latent node."
+            )
+
+    def rows(self, tensor: torch.Tensor, batch: int) -> torch.Tensor:
+        """``tensor`` (whose first dim is this trajectory's batch) expanded to ``batch`` rows."""
+        if tensor.shape[0] == batch:
+            return tensor
+        return tensor.expand(batch, *tensor.shape[1:])
+
+
+def ancestral_split(sigma: float, sigma_next: float) -> tuple[float, float]:
+    """(sigma_down, sigma_up) of a full ancestral (eta = 1, DDPM-posterior) step.
+
+    ``sigma_up**2 = sigma_next**2 (sigma**2 - sigma_next**2) / sigma**2`` and
+    ``sigma_down**2 = sigma_next**2 - sigma_up**2``: in sigma space this is exactly the
+    DDPM posterior step (DDIM with eta = 1) that edit-friendly inversion replays.
+    """
+    sigma, sigma_next = float(sigma), float(sigma_next)
+    if sigma_next <= 0.0:
+        return 0.0, 0.0
+    up = math.sqrt(max(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2, 0.0))
+    down = math.sqrt(max(sigma_next**2 - up**2, 0.0))
+    return down, up
+
+
+def replay_step(x, denoised, sigma, sigma_next, noise_map=None):
+    """One step of the replay: DDPM posterior step with the stored noise map, or a DDIM step.
+
+    With ``noise_map`` (edit-friendly DDPM) this rebuilds the trajectory's next latent
+    exactly when ``denoised`` is the same prediction the inversion saw; without it this is
+    the deterministic DDIM step ``x_next = D + sigma_next * eps``.
+    """
+    eps = (x - denoised) / sigma
+    if noise_map is None:
+        return denoised + eps * sigma_next
+    down, up = ancestral_split(sigma, sigma_next)
+    return denoised + eps * down + noise_map * up

@@ -1,0 +1,99 @@
+"""The one place where the pack touches ComfyUI internals.
+
+Model sampling, the sigma grid, the UNet check, the CFG guider, samplers, progress bars,
+interruption and devices are reached only through this module, so a change in ComfyUI
+is mended here and nowhere else. Everything below is imported lazily by the node
+modules (never at pack import time).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+SUPPORTED_FAMILIES = "SD1.x, SD2.x and SDXL"
+
+
+class UnsupportedModelError(ValueError):
+    """The MODEL is not a UNet latent diffusion model with a discrete noise schedule."""
+
+
+def require_unet(model, node: str):
+    """Raise a clear error unless ``model`` is a UNet model with an epsilon/v discrete schedule."""
+    base = getattr(model, "model", None)
+    diffusion = getattr(base, "diffusion_model", None)
+    sampling = model.get_model_object("model_sampling") if base is not None else None
+    if not isinstance(diffusion, UNetModel):
+        kind = type(diffusion).__name__ if diffusion is not None else type(model).__name__
+        raise UnsupportedModelError(
+            f"{node}: this MODEL is a {kind} (a DiT/Flux-style or other non-UNet model). The method works on "
+            f"UNet Stable Diffusion models ({SUPPORTED_FAMILIES}); load one of those checkpoints."
+        )
+    if not isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) or not isinstance(
+        sampling, comfy.model_sampling.EPS
+    ):
+        raise UnsupportedModelError(
+            f"{node}: this MODEL samples with {type(sampling).__name__}, not a discrete epsilon or "
+            "v-prediction schedule. Remove ModelSampling* nodes that switch it to flow/EDM sampling, "
+            f"or use an {SUPPORTED_FAMILIES} checkpoint."
+        )
+    return sampling
+
+
+def sigma_grid(model) -> torch.Tensor:
+    """The model's ascending sigma grid, one sigma per training timestep (float32, CPU)."""
+    return model.get_model_object("model_sampling").sigmas.detach().to("cpu", torch.float32)
+
+
+def latent_scale_in(model, latent: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latent -> the model's latent space (what samplers see)."""
+    return model.model.process_latent_in(latent)
+
+
+def latent_scale_out(model, latent: torch.Tensor) -> torch.Tensor:
+    """The model's latent space -> raw VAE latent (what LATENT holds)."""
+    return model.model.process_latent_out(latent)
+
+
+def make_sampler(function, **options):
+    """A ComfyUI SAMPLER running ``function(model, x, sigmas, extra_args, callback, disable, **options)``."""
+    return comfy.samplers.KSAMPLER(function, extra_options=options)
+
+
+def sample_with_cfg(model, positive, negative, cfg, latent, sampler, sigmas, seed, callback=None):
+    """Run ``sampler`` over ``sigmas`` through ComfyUI's own CFGGuider, starting at ``latent`` (no noise added).
+
+    The guider loads the model, prepares the conditioning and applies every patch and
+    wrapper of ``model`` exactly as SamplerCustomAdvanced with a CFGGuider does, so a
+    replay through that node sees the same predictions. Returns the raw VAE latent.
+    """
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    noise = torch.zeros_like(latent)
+    return guider.sample(noise, latent, sampler, sigmas, callback=callback, disable_pbar=True, seed=seed)
+
+
+def progress_callback(model, steps: int):
+    """ComfyUI's sampler progress bar with latent previews: ``callback(step, x0, x, total)``."""
+    return latent_preview.prepare_callback(model, steps)
+
+
+def check_interrupt():
+    """Raise ComfyUI's interruption exception when the user pressed Cancel."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def storage_device() -> torch.device:
+    """Where pack objects that outlive a node (trajectories) are kept: ComfyUI's intermediate device."""
+    return comfy.model_management.intermediate_device()
+
+
+def progress_bar(total: int):
+    return comfy.utils.ProgressBar(total)

@@ -1,0 +1,13 @@
+"""Names shared by every node of the pack: the category, node id prefix and custom types."""
+
+CATEGORY = "Eye-for-an-eye"
+NODE_PREFIX = "EyeForAnEye_"
+
+TRAJECTORY = "EYE_TRAJECTORY"
+FEATURES = "EYE_FEATURES"
+CORRESPONDENCE = "EYE_CORRESPONDENCE"
+
+
+def node_id(name: str) -> str:
+    """The stable, prefixed node id saved in workflows (never rename one: saved graphs use it)."""
+    return NODE_PREFIX + name

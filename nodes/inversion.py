@@ -1,0 +1,182 @@
+"""Invert Latent and Trajectory Sampler: invert an image's latent, then replay it exactly."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
+from ..eye_core.trajectory import DDIM, EF_DDPM, METHODS, replay_step
+from . import _comfy
+from .common import CATEGORY, TRAJECTORY, node_id
+
+# Latents whose values are all below this (in raw VAE units) are treated as empty.
+EMPTY_LATENT_ATOL = 1e-8
+
+
+def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, method, seed, skip, cfg,
+            total_steps, result):
+    """A SAMPLER function: runs the inversion inside ComfyUI's guider and returns the start latent.
+
+    Running inside ``CFGGuider.sample`` gives the inversion the very same predictions the
+    replay will see (same conds, same batching, same patches and wrappers).
+    """
+    extra_args = {} if extra_args is None else extra_args
+    ones = x.new_ones([x.shape[0]])
+
+    def denoise(latent, sigma):
+        _comfy.check_interrupt()
+        return model(latent, sigma * ones, **extra_args)
+
+    def on_step(i, total, latent, denoised):
+        if callback is not None:
+            callback({"x": latent, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+
+    settings = {"cfg": cfg, "total_steps": total_steps, "start_step": skip, "seed": seed}
+    store = _comfy.storage_device()
+    if method == EF_DDPM:
+        noise = NoiseStream(seed, x.shape, discard=skip)
+        trajectory = invert_edit_friendly(x, sigmas, denoise, noise, on_step, store, **settings)
+    else:
+        trajectory = invert_ddim(x, sigmas, denoise, on_step, store, **settings)
+    result["trajectory"] = trajectory
+    return trajectory.start_latent.to(x.device, x.dtype)
+
+
+def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory):
+    """A SAMPLER function: steps ``x`` down ``sigmas`` with the trajectory's noise maps."""
+    extra_args = {} if extra_args is None else extra_args
+    offset = trajectory.locate(sigmas)
+    trajectory.check_latent(x, "latent entering the Trajectory Sampler")
+    if offset == 0:
+        start = trajectory.rows(trajectory.start_latent, x.shape[0]).to(x.device, x.dtype)
+        gap = (x - start).abs().max().item()
+        if gap > 1e-3 * (1.0 + start.abs().max().item()):
+            raise ValueError(
+                f"The latent entering the Trajectory Sampler differs from the trajectory's start latent (max "
+                f"difference {gap:.3g}): noise was added to it. Use DisableNoise as the NOISE input of "
+                "SamplerCustomAdvanced (or add_noise off in SamplerCustom) and the LATENT output of Invert Latent."
+            )
+    values = sigmas.detach().to("cpu", torch.float64).tolist()
+    ones = x.new_ones([x.shape[0]])
+    for i in range(len(values) - 1):
+        _comfy.check_interrupt()
+        denoised = model(x, sigmas[i] * ones, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        noise_map = None
+        if trajectory.noise is not None:
+            noise_map = trajectory.rows(trajectory.noise[offset + i], x.shape[0]).to(x.device, x.dtype)
+        x = replay_step(x, denoised, values[i], values[i + 1], noise_map)
+    return x
+
+
+def _check_latent(samples: torch.Tensor):
+    if samples.numel() == 0 or samples.ndim != 4:
+        raise ValueError(
+            f"Invert Latent: the latent is empty or not an image latent (shape {tuple(samples.shape)}). Connect the "
+            "LATENT output of VAEEncode of the image you want to invert."
+        )
+    if samples.abs().max().item() <= EMPTY_LATENT_ATOL:
+        raise ValueError(
+            "Invert Latent: the latent is all zeros (an EmptyLatentImage?). There is nothing to invert: connect "
+            "the LATENT output of VAEEncode of the image you want to invert."
+        )
+
+
+class InvertLatent(io.ComfyNode):
+    """Inverts a clean latent so that the Trajectory Sampler can rebuild (and edit) it exactly."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("InvertLatent"),
+            display_name="Invert Latent (Eye-for-an-eye)",
+            category=CATEGORY,
+            description=(
+                "Inverts an image's latent with the model's own noise schedule. Edit-friendly DDPM stores a noise map "
+                "per step, so the Trajectory Sampler rebuilds the image exactly from the returned LATENT and SIGMAS; "
+                "the appearance-transfer nodes replay the trajectory of both the target and the reference."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="A UNet Stable Diffusion model (SD1.x, SD2.x, SDXL). Put FreeU or "
+                               "other model patches before this node if you want them during inversion too."),
+                io.Latent.Input("latent", tooltip="The clean latent of the image to invert: the LATENT of VAEEncode. "
+                                "Any size the model accepts; a batch inverts every image."),
+                io.Conditioning.Input("positive", tooltip="The prompt describing the image, e.g. 'a photo of a "
+                                      "bird'. Use the same conditioning when you sample the replay."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt (the authors use an empty one)."),
+                io.Int.Input("steps", default=100, min=1, max=999, tooltip="Steps of the whole schedule (DDIM leading "
+                             "spacing on the model's 1000 timesteps: 100 steps give timesteps 991, 981, ..., 1)."),
+                io.Float.Input("cfg", default=3.5, min=0.0, max=30.0, step=0.1, round=0.01,
+                               tooltip="Guidance scale during inversion. Replay with the same value in CFGGuider to "
+                               "rebuild the image exactly; 3.5 is the authors' value."),
+                io.Combo.Input("method", options=list(METHODS), default=EF_DDPM,
+                               tooltip="Edit-friendly DDPM: independent noise per step plus stored noise maps; "
+                               "replays exactly at any cfg. DDIM: deterministic, approximate, best at cfg near 1."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the per-step noise of edit-friendly DDPM (ignored by DDIM)."),
+                io.Int.Input("skip_steps", default=32, min=0, max=998, tooltip="Steps skipped at the noisy end: "
+                             "generation starts at step skip_steps of steps (the authors skip 32 of 100 and run 68). "
+                             "More skipped steps keep more of the image's layout."),
+            ],
+            outputs=[
+                io.Custom(TRAJECTORY).Output(display_name="trajectory", tooltip="The stored path (latents and noise "
+                                             "maps from the start step on); feed it to the Trajectory Sampler or the "
+                                             "transfer nodes."),
+                io.Latent.Output(display_name="start_latent", tooltip="The noisy latent at the start step, ready to "
+                                 "sample: connect it to SamplerCustomAdvanced with DisableNoise."),
+                io.Sigmas.Output(display_name="sigmas", tooltip="The schedule from the start step down to the clean "
+                                 "end (the model's smallest sigma, kept above zero so the last step is exact)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, positive, negative, steps, cfg, method, seed, skip_steps) -> io.NodeOutput:
+        _comfy.require_unet(model, "Invert Latent")
+        samples = latent["samples"]
+        _check_latent(samples)
+        if method not in METHODS:
+            raise ValueError(f"Invert Latent: method must be one of {METHODS}, got {method!r}")
+        if skip_steps >= steps:
+            raise ValueError(f"Invert Latent: skip_steps ({skip_steps}) must be smaller than steps ({steps}); "
+                             "lower skip_steps or raise steps.")
+        sigmas = inversion_sigmas(_comfy.sigma_grid(model), steps)[skip_steps:]
+        result = {}
+        sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
+                                      total_steps=steps, result=result)
+        callback = _comfy.progress_callback(model, steps - skip_steps)
+        start = _comfy.sample_with_cfg(model, positive, negative, cfg, samples, sampler, sigmas, seed, callback)
+        out = latent.copy()
+        out["samples"] = start.to(_comfy.storage_device())
+        return io.NodeOutput(result["trajectory"], out, sigmas.clone())
+
+
+class TrajectorySampler(io.ComfyNode):
+    """A SAMPLER that replays a trajectory's noise maps (rebuilds the inverted image)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrajectorySampler"),
+            display_name="Trajectory Sampler (Eye-for-an-eye)",
+            category=CATEGORY,
+            description=(
+                "A sampler for SamplerCustom / SamplerCustomAdvanced that replays an inversion: with Invert Latent's "
+                "start_latent and sigmas, DisableNoise and a CFGGuider at the inversion's cfg and prompts, it rebuilds "
+                "the inverted image; with another prompt it edits it (edit-friendly DDPM)."
+            ),
+            inputs=[
+                io.Custom(TRAJECTORY).Input("trajectory", tooltip="The trajectory output of Invert Latent whose noise "
+                                            "maps are replayed."),
+            ],
+            outputs=[io.Sampler.Output(display_name="sampler", tooltip="Connect to the sampler input of "
+                                       "SamplerCustomAdvanced or SamplerCustom.")],
+        )
+
+    @classmethod
+    def execute(cls, trajectory) -> io.NodeOutput:
+        return io.NodeOutput(_comfy.make_sampler(_replay, trajectory=trajectory))
+
+
+NODES = [InvertLatent, TrajectorySampler]

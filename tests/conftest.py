@@ -1,0 +1,49 @@
+"""Shared test set-up: import this checkout as the package ``eye_for_an_eye``.
+
+The pack's root folder is a ComfyUI custom-node package (``__init__.py`` at the top),
+so it is registered under a fixed name from this checkout, whatever the clone's folder
+is called and whatever else is installed.
+"""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = REPO_ROOT / "tests" / "support"
+
+
+def _load_pack():
+    name = "eye_for_an_eye"
+    existing = sys.modules.get(name)
+    if existing is not None and Path(existing.__file__).resolve().parent == REPO_ROOT:
+        return existing
+    spec = importlib.util.spec_from_file_location(
+        name, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_pack()
+
+# The tiny test models run thousands of small ops; on a 2-core machine shared with other
+# work, OpenMP threads spin-waiting on each other make them up to 50x slower. One thread
+# is fast and deterministic; EYE_TEST_THREADS overrides it.
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("EYE_TEST_THREADS", "1")))
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say on a line of its own when the integration tests could not run."""
+    from eye_test_support import comfy_env
+
+    if not comfy_env.comfyui_available():
+        terminalreporter.write_line("")
+        terminalreporter.write_line(comfy_env.skip_reason(), red=True, bold=True)
