@@ -15,6 +15,7 @@ LOG = logging.getLogger("eye_for_an_eye")
 # (module, attribute listing its node classes); order is the order in the node library.
 NODE_FAMILIES = (
     "inversion",
+    "features",
 )
 
 

@@ -97,3 +97,79 @@ def storage_device() -> torch.device:
 
 def progress_bar(total: int):
     return comfy.utils.ProgressBar(total)
+
+
+# ---------------------------------------------------------------- UNet layout
+
+def _unet(model) -> UNetModel:
+    return model.model.diffusion_model
+
+
+def output_block_count(model) -> int:
+    """How many decoder (output) blocks the UNet has: 12 for SD1.x/SD2.x, 9 for SDXL."""
+    return len(_unet(model).output_blocks)
+
+
+def dift_output_block(model) -> int:
+    """The decoder block whose output DIFT reads, found from the layout (not from a model name).
+
+    DIFT's ``up_ft_index = 1`` on SD1.5 is the output of the first decoder level that has
+    attention, after its upsample (output block 5: 1280 channels at 1/16 of the image).
+    The same rule on SDXL gives output block 2 (1280 channels, also 1/16 of the image).
+    """
+    from comfy.ldm.modules.attention import SpatialTransformer
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
+
+    blocks = _unet(model).output_blocks
+    seen_attention = False
+    for index, block in enumerate(blocks):
+        seen_attention = seen_attention or any(isinstance(layer, SpatialTransformer) for layer in block)
+        if seen_attention and any(isinstance(layer, Upsample) for layer in block):
+            return index
+    return len(blocks) - 1
+
+
+class _Captured(Exception):
+    """Raised from a hook once the wanted activation is in hand: the rest of the UNet is skipped."""
+
+
+def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor, block: int, seed: int):
+    """The output of decoder block ``block`` for ``latent + sigma * noise``, with the positive prompt only.
+
+    ``latent`` is a raw VAE latent (rows laid out as the caller wants them batched);
+    ``noise`` has its shape. The UNet runs through ComfyUI's guider (cfg 1: cond only), so
+    model patches and the conditioning's extras (SDXL's pooled output) apply as in
+    sampling. The pass **stops right after the block**: the later decoder blocks, the
+    most expensive ones at full resolution, are not needed.
+    """
+    unet = _unet(model)
+    if not 0 <= block < len(unet.output_blocks):
+        raise ValueError(f"this UNet has output blocks 0 to {len(unet.output_blocks) - 1}; block {block} does not exist")
+    captured = {}
+
+    def hook(module, args, output):
+        captured["features"] = output
+        raise _Captured()
+
+    def capture(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
+        extra_args = {} if extra_args is None else extra_args
+        handle = unet.output_blocks[block][-1].register_forward_hook(hook)
+        try:
+            noisy = x + sigmas[0] * noise.to(x.device, x.dtype)
+            model_fn(noisy, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if "features" not in captured:
+            raise RuntimeError(f"output block {block} did not run: a model patch may have replaced the UNet's forward")
+        return x
+
+    sigmas = torch.tensor([float(sigma), 0.0])
+    sample_with_cfg(model, positive, positive, 1.0, latent, make_sampler(capture), sigmas, seed)
+    return captured["features"]
+
+
+def timestep_sigma(model, timestep: int) -> float:
+    """The model's sigma at an integer training timestep."""
+    return float(model.get_model_object("model_sampling").sigma(torch.tensor(float(timestep))))

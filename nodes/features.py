@@ -1,0 +1,94 @@
+"""Extract UNet Features (DIFT) and Match Correspondence, with previews."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..eye_core.features import FeatureMap, ensemble_mean
+from ..eye_core.visualize import pca_rgb
+from . import _comfy
+from .common import CATEGORY, FEATURES, node_id
+
+AUTO_LEVEL = "auto (DIFT)"
+MAX_OUTPUT_BLOCKS = 12
+
+
+def _level_options():
+    return [AUTO_LEVEL] + [f"output block {i}" for i in range(MAX_OUTPUT_BLOCKS)]
+
+
+def _chosen_block(model, level: str) -> int:
+    if level == AUTO_LEVEL:
+        return _comfy.dift_output_block(model)
+    try:
+        block = int(level.rsplit(" ", 1)[-1])
+    except ValueError:
+        raise ValueError(f"Extract UNet Features: unknown decoder_level {level!r}; pick one from the list") from None
+    count = _comfy.output_block_count(model)
+    if block >= count:
+        raise ValueError(f"Extract UNet Features: this UNet has output blocks 0 to {count - 1} (SDXL has 9); "
+                         f"pick one of those or '{AUTO_LEVEL}'.")
+    return block
+
+
+class ExtractUNetFeatures(io.ComfyNode):
+    """DIFT features of a clean latent: one noisy UNet pass per ensemble member, averaged."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("ExtractUNetFeatures"),
+            display_name="Extract UNet Features (Eye-for-an-eye)",
+            category=CATEGORY,
+            description=(
+                "Diffusion features (DIFT) for semantic correspondence: noise the clean latent to one timestep, run "
+                "the UNet with the prompt, read one decoder level and average over an ensemble of noise draws. The "
+                "preview shows the features' first three principal components as colours."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The UNet SD model (SD1.x, SD2.x, SDXL) whose features are read."),
+                io.Latent.Input("latent", tooltip="The clean latent of the image (VAEEncode), not a noisy one."),
+                io.Conditioning.Input("positive", tooltip="The prompt describing the image, e.g. 'a photo of a bird'."),
+                io.Int.Input("timestep", default=261, min=0, max=999, tooltip="Noise level the features are read "
+                             "at, as a training timestep (DIFT: 261, sigma about 0.72 on SD1.5). Lower keeps more "
+                             "detail, higher more semantics."),
+                io.Combo.Input("decoder_level", options=_level_options(), default=AUTO_LEVEL, tooltip="Which decoder "
+                               "block's output is read. auto = DIFT's choice: the first decoder level with attention, "
+                               "after its upsample (SD1.5: output block 5, 1280 ch at 1/16 of the image; SDXL: "
+                               "output block 2, same resolution)."),
+                io.Int.Input("ensemble_size", default=8, min=1, max=64, tooltip="Noise draws averaged (DIFT: 8). "
+                             "They run as one batch: lower it if memory is short."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the ensemble's noise."),
+            ],
+            outputs=[
+                io.Custom(FEATURES).Output(display_name="features", tooltip="Feature map (B, C, h, w) with its "
+                                           "layer, timestep and latent size; feed it to Match Correspondence."),
+                io.Image.Output(display_name="preview", tooltip="First three principal components of the "
+                                "features as RGB, at image size."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, positive, timestep, decoder_level, ensemble_size, seed) -> io.NodeOutput:
+        _comfy.require_unet(model, "Extract UNet Features")
+        samples = latent["samples"]
+        if samples.numel() == 0 or samples.ndim != 4:
+            raise ValueError("Extract UNet Features: the latent is empty; connect the LATENT of VAEEncode.")
+        block = _chosen_block(model, decoder_level)
+        batch = samples.shape[0]
+        members = samples.repeat(ensemble_size, 1, 1, 1)  # member-major: row e * batch + b
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        noise = torch.randn(members.shape, generator=generator, dtype=torch.float32)
+        sigma = _comfy.timestep_sigma(model, timestep)
+        raw = _comfy.unet_block_output(model, positive, members, sigma, noise, block, seed)
+        features = ensemble_mean(raw, batch).to(_comfy.storage_device())
+        feature_map = FeatureMap(features=features, layer=f"output block {block}", timestep=int(timestep),
+                                 latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size))
+        image_size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
+        preview = pca_rgb(features, size=image_size).to(_comfy.storage_device())
+        return io.NodeOutput(feature_map, preview)
+
+
+NODES = [ExtractUNetFeatures]
