@@ -237,3 +237,22 @@ def tiny_vae(seed: int = 0):
     vae = comfy.sd.VAE(sd=tiny_vae_state_dict(seed), config=config, dtype=torch.float32)
     vae.first_stage_model.requires_grad_(False)
     return vae
+
+
+def full_sd15_unet_config():
+    """The real SD1.5 UNet configuration (320 base channels, 768-d context): 860M parameters."""
+    config = sd15_unet_config()
+    config.update({"model_channels": 320, "context_dim": 768})
+    return config
+
+
+def full_sd15(seed: int = 0):
+    """A ModelPatcher around a full-size SD1.5-architecture UNet with random weights (benchmarks)."""
+    import comfy.model_base
+    import comfy.supported_models
+
+    config = comfy.supported_models.SD15(full_sd15_unet_config())
+    base = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device="cpu")
+    init_unet(base.diffusion_model, seed)
+    base.eval()
+    return _patcher(base)
