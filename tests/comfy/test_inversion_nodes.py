@@ -224,3 +224,22 @@ def test_same_seed_same_trajectory(sd15, tiny):
     a = invert(sd15, latent, pos, neg, steps=6, seed=3)[0]
     b = invert(sd15, latent, pos, neg, steps=6, seed=3)[0]
     assert torch.equal(a.latents, b.latents) and torch.equal(a.noise, b.noise)
+
+
+def test_replay_through_sampler_custom(sd15, tiny, custom_sampler_nodes):
+    latent = tiny.vae_like_latent(1, 16, 24, seed=8)
+    pos, neg = tiny.sd15_conds()
+    trajectory, start, sigmas = invert(sd15, latent, pos, neg, steps=10, skip=2)
+    (sampler,) = run(inversion.TrajectorySampler, trajectory=trajectory)
+    out, _ = custom_sampler_nodes.SamplerCustom().sample(sd15, False, 0, 3.5, pos, neg, sampler, sigmas, start)
+    assert (out["samples"] - latent).abs().max().item() <= 1e-3
+
+
+def test_replay_of_the_second_half_after_split_sigmas(sd15, tiny, custom_sampler_nodes):
+    latent = tiny.vae_like_latent(1, 16, 16, seed=3)
+    pos, neg = tiny.sd15_conds()
+    trajectory, start, sigmas = invert(sd15, latent, pos, neg, steps=10, skip=0)
+    high, low = custom_sampler_nodes.SplitSigmas().get_sigmas(sigmas, 4)
+    first = replay_through_comfy(custom_sampler_nodes, sd15, trajectory, start, high, pos, neg, 3.5)
+    out = replay_through_comfy(custom_sampler_nodes, sd15, trajectory, {"samples": first}, low, pos, neg, 3.5)
+    assert (out - latent).abs().max().item() <= 1e-3
