@@ -47,3 +47,50 @@ def pca_rgb(maps, size=None):
         out.append(_resize_rgb(rgb, size))
         start += count
     return out[0] if single else out
+
+
+def position_colours(height: int, width: int) -> torch.Tensor:
+    """A 2D colour code of positions, (height, width, 3): red grows to the right, green downwards.
+
+    Blue is high in the top-left corner, so every position has a distinct colour.
+    """
+    y = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+    x = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    return torch.stack([xx, yy, 1.0 - 0.5 * (xx + yy)], dim=-1)
+
+
+UNMATCHED_GREY = 0.25
+
+
+def correspondence_colours(correspondence, size) -> torch.Tensor:
+    """Each target pixel coloured by the reference position it matched, (B, H, W, 3).
+
+    Colours follow :func:`position_colours` over the reference; unmatched target pixels
+    (outside the target mask) are dark grey. The correspondence is resampled to ``size``
+    with the nearest-token rule, so what is shown is exactly what was matched.
+    """
+    fine = correspondence.resample(tuple(size), mode="nearest")
+    h_r, w_r = fine.reference_grid
+    code = position_colours(h_r, w_r).reshape(1, h_r * w_r, 3).to(fine.index.device)
+    fallback = torch.full((1, size[0] * size[1], 3), UNMATCHED_GREY, device=fine.index.device)
+    return fine.gather(code, fallback=fallback).reshape(-1, size[0], size[1], 3)
+
+
+def warp_image(correspondence, reference_image: torch.Tensor, size, fallback_image=None) -> torch.Tensor:
+    """The reference image rearranged into the target's layout, (B, H, W, 3) at ``size``.
+
+    Every target pixel takes the reference pixel its correspondence points to (the
+    correspondence resampled to the two images' pixel grids). Unmatched pixels show
+    ``fallback_image`` (the target, darkened) or dark grey.
+    """
+    height, width = int(size[0]), int(size[1])
+    ref_h, ref_w = reference_image.shape[1:3]
+    fine = correspondence.resample((height, width), (ref_h, ref_w))
+    tokens = reference_image.reshape(reference_image.shape[0], ref_h * ref_w, -1)[..., :3].float()
+    if fallback_image is not None:
+        fallback = 0.35 * _resize_rgb(fallback_image[..., :3].float(), (height, width)).reshape(
+            fallback_image.shape[0], height * width, 3)
+    else:
+        fallback = torch.full((1, height * width, 3), UNMATCHED_GREY)
+    return fine.gather(tokens, fallback=fallback.to(tokens.device)).reshape(-1, height, width, 3)

@@ -16,6 +16,7 @@ LOG = logging.getLogger("eye_for_an_eye")
 NODE_FAMILIES = (
     "inversion",
     "features",
+    "correspondence",
 )
 
 

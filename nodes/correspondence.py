@@ -1,0 +1,86 @@
+"""Match Correspondence: dense semantic matching of two feature maps, with previews."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..eye_core.correspondence import match
+from ..eye_core.visualize import correspondence_colours, warp_image
+from . import _comfy
+from .common import CATEGORY, CORRESPONDENCE, FEATURES, node_id
+
+LATENT_TO_PIXELS = 8  # SD VAEs downscale by 8
+
+
+def _image_size(features, image):
+    if image is not None:
+        return tuple(image.shape[1:3])
+    height, width = features.latent_size
+    return (height * LATENT_TO_PIXELS, width * LATENT_TO_PIXELS)
+
+
+class MatchCorrespondence(io.ComfyNode):
+    """Cosine nearest-neighbour matching of target tokens to reference tokens, mask-aware."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("MatchCorrespondence"),
+            display_name="Match Correspondence (Eye-for-an-eye)",
+            category=CATEGORY,
+            description=(
+                "For every target token, the reference token with the most similar features (cosine). Reference "
+                "tokens outside the reference mask are never chosen; target tokens outside the target mask stay "
+                "unmatched (they keep their own appearance). Previews: the reference rearranged into the target's "
+                "layout, and a colour code of where each target pixel matched."
+            ),
+            inputs=[
+                io.Custom(FEATURES).Input("target_features", tooltip="Features of the target (structure) image "
+                                          "from Extract UNet Features."),
+                io.Custom(FEATURES).Input("reference_features", tooltip="Features of the reference (appearance) "
+                                          "image, from the same model and decoder level."),
+                io.Mask.Input("target_mask", optional=True, tooltip="Where the target's object is (SAM-HQ "
+                              "Segment). Outside it nothing is matched, so the background is kept. Any size."),
+                io.Mask.Input("reference_mask", optional=True, tooltip="Where the reference's object is. Only "
+                              "tokens inside it can be matched. Any size."),
+                io.Image.Input("reference_image", optional=True, tooltip="The reference image, for the "
+                               "rearranged-reference preview. Without it that preview shows the colour code."),
+                io.Image.Input("target_image", optional=True, tooltip="The target image: sets the preview size and "
+                               "shows (darkened) where nothing was matched."),
+            ],
+            outputs=[
+                io.Custom(CORRESPONDENCE).Output(display_name="correspondence", tooltip="For every target token "
+                                                 "its reference token, a confidence (cosine, mutual), both grids and "
+                                                 "the masks; resampled to each attention grid by the transfer patch."),
+                io.Image.Output(display_name="rearranged_reference", tooltip="The reference image rearranged into "
+                                "the target's layout by the correspondence."),
+                io.Image.Output(display_name="correspondence_map", tooltip="Each target pixel coloured by the "
+                                "reference position it matched (red: left to right, green: top to bottom); dark "
+                                "grey: unmatched."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, target_features, reference_features, target_mask=None, reference_mask=None,
+                reference_image=None, target_image=None) -> io.NodeOutput:
+        if target_features.layer != reference_features.layer:
+            raise ValueError(
+                f"Match Correspondence: the target features come from {target_features.layer} but the reference "
+                f"features from {reference_features.layer}. Set the same decoder_level on both Extract UNet "
+                "Features nodes."
+            )
+        try:
+            correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask)
+        except ValueError as error:
+            raise ValueError(f"Match Correspondence: {error}") from None
+        size = _image_size(target_features, target_image)
+        colours = correspondence_colours(correspondence, size)
+        if reference_image is not None:
+            rearranged = warp_image(correspondence, reference_image, size, target_image)
+        else:
+            rearranged = colours
+        device = _comfy.storage_device()
+        return io.NodeOutput(correspondence.to(device), rearranged.to(device), colours.to(device))
+
+
+NODES = [MatchCorrespondence]
