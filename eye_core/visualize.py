@@ -94,3 +94,77 @@ def warp_image(correspondence, reference_image: torch.Tensor, size, fallback_ima
     else:
         fallback = torch.full((1, height * width, 3), UNMATCHED_GREY)
     return fine.gather(tokens, fallback=fallback.to(tokens.device)).reshape(-1, height, width, 3)
+
+
+# ---------------------------------------------------------------- mask overlays
+
+# Distinct, colour-blind-friendly tints (Okabe-Ito), one per prompt.
+MASK_COLOURS = (
+    (0.0, 0.62, 0.45),  # bluish green
+    (0.90, 0.62, 0.0),  # orange
+    (0.34, 0.71, 0.91),  # sky blue
+    (0.80, 0.47, 0.65),  # reddish purple
+    (0.94, 0.89, 0.26),  # yellow
+    (0.0, 0.45, 0.70),  # blue
+    (0.84, 0.37, 0.0),  # vermillion
+)
+POSITIVE_POINT = (0.1, 0.9, 0.1)
+NEGATIVE_POINT = (0.95, 0.1, 0.1)
+
+
+def _rect(height: int, width: int, x0: float, y0: float, x1: float, y1: float, device) -> tuple:
+    """The pixel rows/columns a box in pixel-edge coordinates covers (inclusive integer bounds)."""
+    c0 = min(max(int(x0 // 1), 0), width - 1)
+    c1 = min(max(-int(-x1 // 1) - 1, c0), width - 1)
+    r0 = min(max(int(y0 // 1), 0), height - 1)
+    r1 = min(max(-int(-y1 // 1) - 1, r0), height - 1)
+    rows = torch.arange(height, device=device).view(-1, 1)
+    cols = torch.arange(width, device=device).view(1, -1)
+    return rows, cols, r0, r1, c0, c1
+
+
+def box_outline(height: int, width: int, box, thickness: int, device=None) -> torch.Tensor:
+    """(H, W) bool: the outline of ``box`` (x0, y0, x1, y1 in pixels), ``thickness`` pixels wide, inside it."""
+    rows, cols, r0, r1, c0, c1 = _rect(height, width, *[float(v) for v in box], device)
+    inside = (rows >= r0) & (rows <= r1) & (cols >= c0) & (cols <= c1)
+    inner = (rows >= r0 + thickness) & (rows <= r1 - thickness) & (cols >= c0 + thickness) & (cols <= c1 - thickness)
+    return inside & ~inner
+
+
+def _dot(height: int, width: int, x: float, y: float, radius: int, device=None) -> torch.Tensor:
+    rows = torch.arange(height, device=device).view(-1, 1)
+    cols = torch.arange(width, device=device).view(1, -1)
+    cx = min(max(int(x), 0), width - 1)
+    cy = min(max(int(y), 0), height - 1)
+    return ((rows - cy).abs() <= radius) & ((cols - cx).abs() <= radius)
+
+
+def mask_overlay(images: torch.Tensor, masks: torch.Tensor, boxes=None, points=None, labels=None,
+                 alpha: float = 0.5) -> torch.Tensor:
+    """Masks tinted over images, with their prompt boxes outlined and prompt points marked.
+
+    ``images`` (B, H, W, C) in 0..1; ``masks`` (B, N, H, W) in 0..1 (mask n of image b
+    gets colour n of MASK_COLOURS); ``boxes`` (N, 4) pixels (x0, y0, x1, y1) or None,
+    drawn in the colour of their mask; ``points`` (P, 2) with ``labels`` (P,) 1/0 drawn
+    as green (positive) or red (negative) squares. Returns (B, H, W, 3) in 0..1.
+    """
+    out = images[..., :3].detach().float().clone()
+    if out.shape[-1] == 1:
+        out = out.expand(-1, -1, -1, 3).clone()
+    batch, height, width, _ = out.shape
+    masks = masks.detach().to(out.device, out.dtype).reshape(batch, -1, height, width)
+    thickness = max(1, round(max(height, width) / 256))
+    for n in range(masks.shape[1]):
+        colour = out.new_tensor(MASK_COLOURS[n % len(MASK_COLOURS)])
+        weight = (alpha * masks[:, n]).unsqueeze(-1)
+        out = out * (1.0 - weight) + colour * weight
+    if boxes is not None:
+        for n, box in enumerate(boxes):
+            colour = out.new_tensor(MASK_COLOURS[n % len(MASK_COLOURS)])
+            line = box_outline(height, width, box, thickness, out.device)
+            out[:, line] = colour
+    if points is not None:
+        for (x, y), label in zip(points.tolist(), labels.tolist()):
+            dot = _dot(height, width, x, y, 2 * thickness, out.device)
+            out[:, dot] = out.new_tensor(POSITIVE_POINT if label else NEGATIVE_POINT)
+    return out.clamp(0.0, 1.0)

@@ -26,7 +26,9 @@ Session fixtures
 Every test marked ``e2e`` is skipped, with ``comfy_env.skip_reason()``, when no ComfyUI tree
 is found; the terminal summary then repeats that line. The server is started once per
 session on a free port with temporary input/output/temp/user/custom_nodes directories; it
-never writes into the ComfyUI tree or the repository. Its log is a temporary file, shown
+never writes into the ComfyUI tree or the repository. Its extra_model_paths.yaml adds a
+``sams`` folder holding a random-weight SAM-HQ ``sam_hq_vit_tiny.pth`` (``put_test_models``),
+so workflows with Load SAM-HQ Model run. Its log is a temporary file, shown
 when something fails. Environment knobs: ``EYE_E2E_START_TIMEOUT`` (s, default 180),
 ``EYE_E2E_RUN_TIMEOUT`` (s, default 300), ``EYE_E2E_PYTHON`` (interpreter for main.py,
 default this one), ``EYE_E2E_THREADS`` (CPU threads of the server, default $EYE_TEST_THREADS or 1),
@@ -158,6 +160,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def put_test_models(sams_dir: Path):
+    """Write the random-weight test checkpoints the example workflows load (skipped without segment-anything-hq)."""
+    from eye_test_support import tiny_sam
+
+    sams_dir.mkdir(parents=True, exist_ok=True)
+    if tiny_sam.sam_hq_available():
+        tiny_sam.write_checkpoint(sams_dir)
+
+
 class ComfyServer:
     """A ComfyUI main.py subprocess with temporary directories."""
 
@@ -192,11 +203,16 @@ class ComfyServer:
             link = self.custom_nodes_dir / name
             if not link.exists():
                 link.symlink_to(target, target_is_directory=True)
+        # Model files the pack's loaders find through folder_paths ("sams": the random-weight
+        # SAM-HQ vit_tiny as sam_hq_vit_tiny.pth), in an extra model folder as users set one up.
+        sams_dir = self.work_dir / "models" / "sams"
+        put_test_models(sams_dir)
         # utils/extra_config.py: every key of a section is a folder_paths name; custom_nodes
         # directories are listed by nodes.init_external_custom_nodes.
         self.extra_paths_yaml.write_text(
             "eye_for_an_eye_e2e:\n"
-            f"  custom_nodes: {json.dumps(str(self.custom_nodes_dir))}\n", encoding="utf-8")
+            f"  custom_nodes: {json.dumps(str(self.custom_nodes_dir))}\n"
+            f"  sams: {json.dumps(str(sams_dir))}\n", encoding="utf-8")
 
     def command(self, port: int) -> list[str]:
         cmd = [
