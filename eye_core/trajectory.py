@@ -45,6 +45,8 @@ class Trajectory:
     start_step: int
     seed: int
     extras: dict = field(default_factory=dict)
+    # Decoder self-attention inputs captured during inversion (a FeatureBank), or None.
+    features: object = None
 
     def __post_init__(self):
         steps = self.sigmas.shape[0] - 1
@@ -72,11 +74,19 @@ class Trajectory:
         return self.latents[0]
 
     def nbytes(self) -> int:
-        """Memory the stored tensors take."""
+        """Memory the stored latents and noise maps take (captured features not included)."""
         total = self.sigmas.nbytes + self.latents.nbytes
         if self.noise is not None:
             total += self.noise.nbytes
         return total
+
+    def index_of_sigma(self, sigma: float):
+        """Index of the stored latent at ``sigma``, or None when ``sigma`` is not on the schedule."""
+        own = self.sigmas.tolist()
+        for index, value in enumerate(own):
+            if abs(value - sigma) <= SIGMA_RTOL * max(abs(value), 1e-12):
+                return index
+        return None
 
     def to(self, device) -> "Trajectory":
         """A copy whose tensors live on ``device``."""

@@ -17,6 +17,7 @@ NODE_FAMILIES = (
     "inversion",
     "features",
     "correspondence",
+    "transfer",
     "sam",
 )
 

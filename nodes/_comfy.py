@@ -175,6 +175,184 @@ def timestep_sigma(model, timestep: int) -> float:
     return float(model.get_model_object("model_sampling").sigma(torch.tensor(float(timestep))))
 
 
+# ---------------------------------------------------------------- decoder self-attention layers
+
+def decoder_attention_levels(model) -> list:
+    """Decoder self-attention layers grouped by resolution level, **finest first**.
+
+    Each level is a list of layer keys ``(("output", block), depth_index)``, the names
+    ComfyUI's attention patches see (``extra_options["block"]``, ``["block_index"]``).
+    Found from the UNet's layout: a level ends at a block with an upsample. SD1.5 gives
+    [output 9-11], [6-8], [3-5]; SDXL [output 3-5 (depth 2)], [0-2 (depth 10)].
+    """
+    from comfy.ldm.modules.attention import SpatialTransformer
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
+
+    levels, current = [], []
+    for index, block in enumerate(_unet(model).output_blocks):
+        for layer in block:
+            if isinstance(layer, SpatialTransformer):
+                current.extend((("output", index), depth) for depth in range(len(layer.transformer_blocks)))
+        if any(isinstance(layer, Upsample) for layer in block) or index == len(_unet(model).output_blocks) - 1:
+            if current:
+                levels.append(current)
+            current = []
+    return levels[::-1]
+
+
+def _layer_key(extra_options):
+    block = extra_options.get("block")
+    return None if block is None else ((block[0], block[1]), extra_options.get("block_index", 0))
+
+
+def _grid(extra_options, tokens: int):
+    """(h, w) token grid of a self-attention call, from the activation shape (any aspect ratio)."""
+    shape = extra_options.get("activations_shape")
+    if shape is not None and shape[-2] * shape[-1] == tokens:
+        return (int(shape[-2]), int(shape[-1]))
+    original = extra_options.get("original_shape")
+    height, width = original[-2], original[-1]
+    for factor in (1, 2, 4, 8, 16, 32, 64):
+        h, w = -(-height // factor), -(-width // factor)
+        if h * w == tokens:
+            return (h, w)
+    raise ValueError(f"cannot tell the token grid of a {tokens}-token attention call on a {height}x{width} latent")
+
+
+class FeatureRecorder:
+    """An attn1 patch that copies the chosen layers' inputs into a FeatureBank (inputs pass unchanged)."""
+
+    def __init__(self, bank):
+        self.bank = bank
+        self.index = None  # latent index of the current UNet call, set by the caller
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        key = _layer_key(extra_options)
+        if self.index is not None and key in self.bank.layers:
+            self.bank.record(self.index, key, extra_options["cond_or_uncond"], n, _grid(extra_options, n.shape[1]))
+        return n, context, value
+
+
+def with_feature_recorder(model, bank) -> tuple:
+    """A clone of ``model`` that records into ``bank``, and the recorder (set ``.index`` per call)."""
+    recorder = FeatureRecorder(bank)
+    clone = model.clone()
+    clone.set_model_attn1_patch(recorder)
+    return clone, recorder
+
+
+def offload_device() -> torch.device:
+    """Where large captured data waits while idle: ComfyUI's UNet offload device."""
+    return comfy.model_management.unet_offload_device()
+
+
+TRANSFER_KEY = "eye_for_an_eye_transfer"
+_CALL = "eye_for_an_eye_call"
+
+
+class _CallState:
+    """What one UNet call of the patched model does; lives only for that call."""
+
+    def __init__(self, info, capture_role=None, capture_kind=None):
+        self.info = info
+        self.capture_role = capture_role
+        self.capture_kind = capture_kind
+        self.features = {}  # (role, kind) -> {layer: (tokens, grid)}
+
+
+class TransferAttentionPatch:
+    """attn1 patch: records features in capture passes, edits the chosen layers in the real pass."""
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        state = extra_options.get(_CALL)
+        key = _layer_key(extra_options)
+        if state is None or key not in self.plan.layers:
+            return n, context, value
+        grid = _grid(extra_options, n.shape[1])
+        if state.capture_role is not None:
+            state.features.setdefault((state.capture_role, state.capture_kind), {})[key] = (n, grid)
+            return n, context, value
+        sources = {}
+        for role_kind in self.plan.needed(state.info, extra_options["cond_or_uncond"]):
+            sources[role_kind] = state.features[role_kind][key]
+        return self.plan.edit(n, context, value, state.info, extra_options["cond_or_uncond"], grid, sources)
+
+
+def _rows_of_kind(cond_or_uncond, rows: int, kind: int) -> list:
+    per_chunk = rows // len(cond_or_uncond)
+    return [c * per_chunk + r for c, k in enumerate(cond_or_uncond) if k == kind for r in range(per_chunk)]
+
+
+def _take_rows(value, rows: list, total: int):
+    """Rows of a per-row tensor (or a list/dict of them); anything else passes through."""
+    if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
+        return value[rows]
+    return value
+
+
+def _transfer_wrapper(plan):
+    """APPLY_MODEL wrapper: locate the step, fetch or recompute the features, run the edited pass."""
+
+    def wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        sample_sigmas = transformer_options.get("sample_sigmas")
+        if sample_sigmas is None:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        values = sample_sigmas.tolist() if torch.is_tensor(sample_sigmas) else list(sample_sigmas)
+        info = plan.step(float(t.flatten()[0]), values)
+        if info.action == "nothing":
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        cond_or_uncond = transformer_options["cond_or_uncond"]
+        state = _CallState(info)
+        try:
+            for role, kind in plan.needed(info, cond_or_uncond):
+                trajectory = plan.trajectory(role)
+                index = plan.latent_index(info, role)
+                bank = trajectory.features
+                if bank is not None and bank.has(index, kind, plan.layers):
+                    state.features[(role, kind)] = {layer: bank.get(index, layer, kind) for layer in plan.layers}
+                    continue
+                # recompute: the role's stored latent through the UNet, rows of this kind only
+                rows = _rows_of_kind(cond_or_uncond, x.shape[0], kind)
+                latent = trajectory.latents[index].to(x.device, x.dtype)
+                rows = rows[:latent.shape[0]]
+                options = transformer_options.copy()
+                options["cond_or_uncond"] = [kind]
+                options["sigmas"] = _take_rows(transformer_options.get("sigmas"), rows, x.shape[0])
+                if "uuids" in options:
+                    options["uuids"] = [options["uuids"][cond_or_uncond.index(kind)]]
+                options[_CALL] = _CallState(info, role, kind)
+                executor(latent, t[rows], _take_rows(c_concat, rows, x.shape[0]),
+                         _take_rows(c_crossattn, rows, x.shape[0]), None, options,
+                         **{k: _take_rows(v, rows, x.shape[0]) for k, v in kwargs.items()})
+                state.features[(role, kind)] = options[_CALL].features[(role, kind)]
+            options = transformer_options.copy()
+            options[_CALL] = state
+            return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+        finally:
+            state.features.clear()
+
+    return wrapper
+
+
+def with_transfer_patch(model, plan):
+    """A clone of ``model`` whose decoder self-attention follows ``plan`` (the input is untouched)."""
+    import comfy.patcher_extension
+
+    clone = model.clone()
+    clone.set_model_attn1_patch(TransferAttentionPatch(plan))
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, TRANSFER_KEY, _transfer_wrapper(plan))
+    return clone
+
+
 # ---------------------------------------------------------------- SAM-HQ: models/sams and devices
 
 SAMS_FOLDER = "sams"

@@ -5,17 +5,23 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+import logging
+
+from ..eye_core.feature_bank import FeatureBank
 from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
-from ..eye_core.trajectory import DDIM, EF_DDPM, METHODS, replay_step
+from ..eye_core.rearrange import LAYER_CHOICES, TWO_FINEST, choose_layers
+from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
 from . import _comfy
 from .common import CATEGORY, TRAJECTORY, node_id
 
 # Latents whose values are all below this (in raw VAE units) are treated as empty.
 EMPTY_LATENT_ATOL = 1e-8
+DEFAULT_FEATURE_BUDGET_MB = 2048
+LOG = logging.getLogger("eye_for_an_eye")
 
 
 def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, method, seed, skip, cfg,
-            total_steps, result):
+            total_steps, result, recorder=None):
     """A SAMPLER function: runs the inversion inside ComfyUI's guider and returns the start latent.
 
     Running inside ``CFGGuider.sample`` gives the inversion the very same predictions the
@@ -23,10 +29,18 @@ def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, m
     """
     extra_args = {} if extra_args is None else extra_args
     ones = x.new_ones([x.shape[0]])
+    index_of = {float(s): i for i, s in enumerate(sigmas.tolist())}
 
     def denoise(latent, sigma):
         _comfy.check_interrupt()
-        return model(latent, sigma * ones, **extra_args)
+        if recorder is None:
+            return model(latent, sigma * ones, **extra_args)
+        recorder.index = index_of[float(sigma)]  # the stored latent this call evaluates
+        try:
+            return model(latent, sigma * ones, **extra_args)
+        finally:
+            recorder.bank.commit(recorder.index)
+            recorder.index = None
 
     def on_step(i, total, latent, denoised):
         if callback is not None:
@@ -43,8 +57,12 @@ def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, m
     return trajectory.start_latent.to(x.device, x.dtype)
 
 
-def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory):
-    """A SAMPLER function: steps ``x`` down ``sigmas`` with the trajectory's noise maps."""
+def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory, after_step=None):
+    """A SAMPLER function: steps ``x`` down ``sigmas`` with the trajectory's noise maps.
+
+    ``after_step(i, total, trajectory_index, x) -> x``, if given, adjusts the latent after
+    each step (the Transfer Sampler's masked AdaIN).
+    """
     extra_args = {} if extra_args is None else extra_args
     offset = trajectory.locate(sigmas)
     trajectory.check_latent(x, "latent entering the Trajectory Sampler")
@@ -68,6 +86,8 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
         if trajectory.noise is not None:
             noise_map = trajectory.rows(trajectory.noise[offset + i], x.shape[0]).to(x.device, x.dtype)
         x = replay_step(x, denoised, values[i], values[i + 1], noise_map)
+        if after_step is not None:
+            x = after_step(i, len(values) - 1, offset + i + 1, x)
     return x
 
 
@@ -119,6 +139,16 @@ class InvertLatent(io.ComfyNode):
                 io.Int.Input("skip_steps", default=32, min=0, max=998, tooltip="Steps skipped at the noisy end: "
                              "generation starts at step skip_steps of steps (the authors skip 32 of 100 and run 68). "
                              "More skipped steps keep more of the image's layout."),
+                io.Boolean.Input("capture_features", default=True, optional=True, tooltip="Keep the decoder "
+                                 "self-attention inputs the inversion computes anyway, so Apply Appearance Transfer "
+                                 "needs no extra UNet pass for this image. Costs memory (fp16, offload device)."),
+                io.Int.Input("feature_budget_mb", default=DEFAULT_FEATURE_BUDGET_MB, min=0, max=1 << 20,
+                             optional=True, tooltip="Most memory the captured features may take, in MiB. Steps "
+                             "that do not fit are recomputed during the transfer. SD1.5 at 512 px needs about 24 MiB "
+                             "per step (68 steps: about 1.6 GiB)."),
+                io.Combo.Input("capture_layers", options=list(LAYER_CHOICES), default=TWO_FINEST, optional=True,
+                               tooltip="Which decoder self-attention levels to keep: the ones Apply Appearance "
+                               "Transfer edits (its layers input)."),
             ],
             outputs=[
                 io.Custom(TRAJECTORY).Output(display_name="trajectory", tooltip="The stored path (latents and noise "
@@ -132,7 +162,8 @@ class InvertLatent(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, latent, positive, negative, steps, cfg, method, seed, skip_steps) -> io.NodeOutput:
+    def execute(cls, model, latent, positive, negative, steps, cfg, method, seed, skip_steps, capture_features=True,
+                feature_budget_mb=DEFAULT_FEATURE_BUDGET_MB, capture_layers=TWO_FINEST) -> io.NodeOutput:
         _comfy.require_unet(model, "Invert Latent")
         samples = latent["samples"]
         _check_latent(samples)
@@ -143,13 +174,24 @@ class InvertLatent(io.ComfyNode):
                              "lower skip_steps or raise steps.")
         sigmas = inversion_sigmas(_comfy.sigma_grid(model), steps)[skip_steps:]
         result = {}
+        recorder = None
+        sampling_model = model
+        if capture_features:
+            layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers)
+            bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device())
+            sampling_model, recorder = _comfy.with_feature_recorder(model, bank)
         sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
-                                      total_steps=steps, result=result)
+                                      total_steps=steps, result=result, recorder=recorder)
         callback = _comfy.progress_callback(model, steps - skip_steps)
-        start = _comfy.sample_with_cfg(model, positive, negative, cfg, samples, sampler, sigmas, seed, callback)
+        start = _comfy.sample_with_cfg(sampling_model, positive, negative, cfg, samples, sampler, sigmas, seed,
+                                       callback)
+        trajectory = result["trajectory"]
+        if recorder is not None:
+            trajectory.features = recorder.bank
+            LOG.info("Invert Latent: captured features of %s", recorder.bank.summary())
         out = latent.copy()
         out["samples"] = start.to(_comfy.storage_device())
-        return io.NodeOutput(result["trajectory"], out, sigmas.clone())
+        return io.NodeOutput(trajectory, out, sigmas.clone())
 
 
 class TrajectorySampler(io.ComfyNode):

@@ -1,0 +1,166 @@
+"""Feature rearrangement: which step, which rows, which features (METHOD.md §3 and §8).
+
+At the chosen decoder self-attention layers, the output's attention inputs are replaced
+by the reference's, gathered along a correspondence (rearrangement), or on a few early
+steps by the structure's own features (structure injection). This module decides when
+and where, and does the tensor work; the host calls it from its attention patch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .correspondence import Correspondence, match
+
+# Actions at one step.
+NOTHING = "nothing"
+REARRANGE = "rearrange"
+STRUCTURE = "structure"
+
+# Injection modes: which of the attention's inputs take the rearranged features.
+FEATURE = "feature"  # Q, K and V all from the rearranged features (the paper's choice)
+VALUE = "value"  # only V
+KEY_VALUE = "key-value"  # K and V
+INJECTION_MODES = (FEATURE, VALUE, KEY_VALUE)
+
+# Guidance treatments (METHOD.md §8).
+OFFICIAL = "official (asymmetric)"
+SYMMETRIC = "symmetric"
+GUIDANCE_MODES = (OFFICIAL, SYMMETRIC)
+
+COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond codes
+
+# The official preset: 68 generation steps (100 with 32 skipped), rearrangement on
+# iterations 11-67, structure injection instead on 11, 16, ..., 36, masked AdaIN after
+# iterations 49-67. Kept as fractions so other step counts scale.
+OFFICIAL_STEPS = 68
+
+
+def _index(fraction: float, total: int) -> int:
+    """The iteration a schedule fraction falls on (round half up, so 11/68 of 68 is 11)."""
+    return int(math.floor(fraction * total + 0.5))
+
+
+@dataclass(frozen=True)
+class TransferSchedule:
+    """When the patch acts, as fractions of the generation schedule (defaults: the official preset)."""
+
+    rearrange_start: float = 11 / OFFICIAL_STEPS
+    rearrange_end: float = 1.0
+    structure_end: float = 40 / OFFICIAL_STEPS
+    structure_interval: float = 5 / OFFICIAL_STEPS
+    adain_start: float = 49 / OFFICIAL_STEPS
+    adain_end: float = 1.0
+
+    def __post_init__(self):
+        for name in ("rearrange_start", "rearrange_end", "structure_end", "structure_interval", "adain_start",
+                     "adain_end"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a fraction of the schedule between 0 and 1, got {value}")
+
+    def action(self, step: int, total: int) -> str:
+        """What the patch does at 0-based iteration ``step`` of ``total``."""
+        first, end = _index(self.rearrange_start, total), _index(self.rearrange_end, total)
+        if not first <= step < end:
+            return NOTHING
+        period = max(1, _index(self.structure_interval, total))
+        if step < _index(self.structure_end, total) and (step - first) % period == 0:
+            return STRUCTURE
+        return REARRANGE
+
+    def adain(self, step: int, total: int) -> bool:
+        """Whether masked AdaIN follows iteration ``step`` of ``total``."""
+        return _index(self.adain_start, total) <= step < _index(self.adain_end, total)
+
+    def active_steps(self, total: int) -> list:
+        """Iterations on which the attention patch acts."""
+        return [i for i in range(total) if self.action(i, total) != NOTHING]
+
+
+def edited_rows(cond_or_uncond, rows_per_chunk: int, action: str, guidance: str) -> list:
+    """Row indices of an attention batch that ``action`` edits.
+
+    The batch is ``len(cond_or_uncond)`` chunks of ``rows_per_chunk`` rows, chunk ``j``
+    being cond (0) or uncond (1), in whatever order and number the host runs them.
+    Official guidance (the released code's behaviour) rearranges only cond rows and
+    injects structure only into uncond rows; symmetric edits every row alike.
+    """
+    if action == NOTHING:
+        return []
+    if guidance == SYMMETRIC:
+        kinds = (COND, UNCOND)
+    elif guidance == OFFICIAL:
+        kinds = (COND,) if action == REARRANGE else (UNCOND,)
+    else:
+        raise ValueError(f"guidance must be one of {GUIDANCE_MODES}, got {guidance!r}")
+    rows = []
+    for chunk, kind in enumerate(cond_or_uncond):
+        if kind in kinds:
+            rows.extend(range(chunk * rows_per_chunk, (chunk + 1) * rows_per_chunk))
+    return rows
+
+
+def rearranged(output: torch.Tensor, reference: torch.Tensor, target_grid, reference_grid,
+               correspondence: Correspondence | None = None, target_mask=None, reference_mask=None) -> torch.Tensor:
+    """The reference tokens gathered into the output's layout, (B, N_t, C).
+
+    Without ``correspondence`` (already at these grids) the output tokens are matched to
+    the reference tokens here (per-step matching, the official way), inside the masks.
+    Target tokens outside the target mask keep the output's own features.
+    """
+    if correspondence is None:
+        correspondence = match(output, reference, target_mask, reference_mask, target_grid=target_grid,
+                               reference_grid=reference_grid, mutual=False, check_masks=False)
+    return correspondence.gather(reference, fallback=output)
+
+
+def blend(own: torch.Tensor, new: torch.Tensor, strength: float) -> torch.Tensor:
+    """``own`` moved toward ``new`` by ``strength`` (1: replaced, 0: unchanged)."""
+    if strength >= 1.0:
+        return new
+    return own + strength * (new - own)
+
+
+def inject(n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, rows, new: torch.Tensor, mode: str):
+    """Write ``new`` (len(rows), N, C) into the attention inputs for ``rows`` according to ``mode``.
+
+    Returns fresh (n, context, value) tensors; the inputs are not modified. With
+    ``feature`` injection Q, K and V are all computed from the new features.
+    """
+    if mode not in INJECTION_MODES:
+        raise ValueError(f"injection mode must be one of {INJECTION_MODES}, got {mode!r}")
+    index = torch.as_tensor(rows, device=n.device, dtype=torch.long)
+
+    def put(tensor):
+        out = tensor.clone()
+        out.index_copy_(0, index, new.to(out.dtype))
+        return out
+
+    if mode == FEATURE:
+        return put(n), put(context), put(value)
+    if mode == VALUE:
+        return n, context, put(value)
+    return n, put(context), put(value)
+
+
+# Which decoder self-attention levels the transfer edits, by name (levels listed finest first).
+TWO_FINEST = "two finest decoder levels"
+LAYER_CHOICES = {
+    TWO_FINEST: (0, 1),
+    "finest decoder level": (0,),
+    "second finest decoder level": (1,),
+    "all decoder levels": None,
+}
+
+
+def choose_layers(levels, choice: str) -> frozenset:
+    """The layer keys of the levels ``choice`` names; ``levels`` is a list of levels, finest first."""
+    if choice not in LAYER_CHOICES:
+        raise ValueError(f"layers must be one of {list(LAYER_CHOICES)}, got {choice!r}")
+    picked = LAYER_CHOICES[choice]
+    chosen = levels if picked is None else [levels[i] for i in picked if i < len(levels)]
+    return frozenset(key for level in chosen for key in level)

@@ -1,0 +1,153 @@
+"""The appearance-transfer plan: everything the attention patch needs, and the edit itself.
+
+A :class:`TransferPlan` is built once by the Apply Appearance Transfer node and shared
+(never copied) by every clone of the patched model. At each UNet call the host tells it
+the current sigma; the plan answers what to do (:meth:`TransferPlan.step`), which
+reference or structure features it needs (:meth:`TransferPlan.needed`), and edits one
+self-attention layer's inputs (:meth:`TransferPlan.edit`). The host supplies the features,
+from the trajectories' captured banks or by running the UNet on the stored latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .correspondence import Correspondence
+from .rearrange import (NOTHING, OFFICIAL, REARRANGE, STRUCTURE, SYMMETRIC, TransferSchedule, blend, edited_rows,
+                        inject, rearranged)
+from .trajectory import Trajectory
+
+REFERENCE = "reference"
+STRUCTURE_ROLE = "structure"
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where one UNet call sits: iteration ``i`` of ``total``, the action, and the trajectories' latent indices."""
+
+    i: int
+    total: int
+    action: str
+    reference_index: int | None
+    structure_index: int | None
+
+
+@dataclass
+class TransferPlan:
+    """Settings and sources of one appearance transfer (shared by the patched model's clones)."""
+
+    reference: Trajectory
+    structure: Trajectory
+    layers: frozenset
+    schedule: TransferSchedule = field(default_factory=TransferSchedule)
+    injection: str = "feature"
+    guidance: str = OFFICIAL
+    strength: float = 1.0
+    correspondence: Correspondence | None = None
+    target_mask: torch.Tensor | None = None
+    reference_mask: torch.Tensor | None = None
+    _resampled: dict = field(default_factory=dict, repr=False)
+
+    def __deepcopy__(self, memo):
+        return self  # immutable after construction; ComfyUI copies model options on every clone and run
+
+    # ---------------------------------------------------------------- when
+
+    def step(self, sigma: float, sample_sigmas) -> StepInfo:
+        """The iteration ``sigma`` is on in the sampler's schedule, and what happens there."""
+        schedule = [float(s) for s in sample_sigmas]
+        total = len(schedule) - 1
+        i = next((k for k, s in enumerate(schedule[:-1]) if abs(s - sigma) <= 1e-4 * max(abs(s), 1e-12)), None)
+        if i is None or self.strength <= 0.0:
+            return StepInfo(-1, total, NOTHING, None, None)
+        action = self.schedule.action(i, total)
+        ref_index = self.reference.index_of_sigma(sigma)
+        struct_index = self.structure.index_of_sigma(sigma)
+        if action != NOTHING and (ref_index is None or struct_index is None):
+            raise ValueError(
+                f"Apply Appearance Transfer: the sampler is at sigma {sigma:.5g}, which is not on the reference's or "
+                "the structure's trajectory. Sample with the SIGMAS output of Invert Latent (both images inverted "
+                "with the same steps and skip_steps)."
+            )
+        return StepInfo(i, total, action, ref_index, struct_index)
+
+    # ---------------------------------------------------------------- what
+
+    def needed(self, info: StepInfo, cond_or_uncond) -> list:
+        """(role, kind) pairs whose features this call needs, e.g. [("reference", 0)]."""
+        if info.action == NOTHING:
+            return []
+        role = REFERENCE if info.action == REARRANGE else STRUCTURE_ROLE
+        kinds = []
+        for kind in cond_or_uncond:
+            if edited_rows([kind], 1, info.action, self.guidance) and int(kind) not in kinds:
+                kinds.append(int(kind))
+        return [(role, kind) for kind in kinds]
+
+    def trajectory(self, role: str) -> Trajectory:
+        return self.reference if role == REFERENCE else self.structure
+
+    def latent_index(self, info: StepInfo, role: str) -> int:
+        return info.reference_index if role == REFERENCE else info.structure_index
+
+    # ---------------------------------------------------------------- how
+
+    def _fixed_at(self, target_grid, reference_grid, device):
+        key = (tuple(target_grid), tuple(reference_grid), str(device))
+        cached = self._resampled.get(key)
+        if cached is None:
+            cached = self.correspondence.to(device).resample(target_grid, reference_grid)
+            self._resampled[key] = cached
+        return cached
+
+    def edit(self, n, context, value, info: StepInfo, cond_or_uncond, grid, features):
+        """Edit one self-attention layer's inputs (n, context, value: (rows, N, C)).
+
+        ``features`` maps (role, kind) to (tokens (1 or B, N_src, C), grid_src) for this
+        layer. Returns new (n, context, value); the inputs are not modified.
+        """
+        chunks = len(cond_or_uncond)
+        rows_per_chunk = n.shape[0] // chunks
+        edited = []
+        for chunk, kind in enumerate(cond_or_uncond):
+            rows = edited_rows([kind], rows_per_chunk, info.action, self.guidance)
+            if not rows:
+                continue
+            role = REFERENCE if info.action == REARRANGE else STRUCTURE_ROLE
+            tokens, source_grid = features[(role, int(kind))]
+            tokens = tokens.to(n.device, n.dtype)
+            own = n[chunk * rows_per_chunk:(chunk + 1) * rows_per_chunk]
+            if info.action == STRUCTURE:
+                new = tokens.expand(own.shape[0], *tokens.shape[1:])
+            else:
+                fixed = None
+                if self.correspondence is not None:
+                    fixed = self._fixed_at(grid, source_grid, n.device)
+                new = rearranged(own, tokens, grid, source_grid, fixed, self.target_mask, self.reference_mask)
+            edited.append((chunk, blend(own, new, self.strength)))
+        if not edited:
+            return n, context, value
+        rows = [chunk * rows_per_chunk + r for chunk, _ in edited for r in range(rows_per_chunk)]
+        new_rows = torch.cat([tensor for _, tensor in edited])
+        return inject(n, context, value, rows, new_rows, self.injection)
+
+
+def check_pair(reference: Trajectory, structure: Trajectory) -> None:
+    """Raise a clear error when two trajectories cannot be transferred between."""
+    if reference.sigmas.shape != structure.sigmas.shape or not torch.allclose(reference.sigmas, structure.sigmas,
+                                                                              rtol=1e-5, atol=0):
+        raise ValueError(
+            "Apply Appearance Transfer: the reference and structure trajectories have different schedules "
+            f"({reference.total_steps} steps skipping {reference.start_step} vs {structure.total_steps} skipping "
+            f"{structure.start_step}). Invert both images with the same steps and skip_steps on the same model."
+        )
+    if reference.latent_shape[0] not in (1, structure.latent_shape[0]):
+        raise ValueError(
+            f"Apply Appearance Transfer: the reference holds {reference.latent_shape[0]} images and the structure "
+            f"{structure.latent_shape[0]}; use one reference for all targets, or one per target."
+        )
+
+
+__all__ = ["TransferPlan", "StepInfo", "check_pair", "REFERENCE", "STRUCTURE_ROLE", "SYMMETRIC", "OFFICIAL"]

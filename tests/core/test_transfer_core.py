@@ -1,0 +1,107 @@
+"""The transfer's pure-torch parts: schedule, rows, injection, AdaIN, feature bank, plan."""
+
+import pytest
+import torch
+
+from eye_for_an_eye.eye_core.adain import masked_adain
+from eye_for_an_eye.eye_core.feature_bank import FeatureBank
+from eye_for_an_eye.eye_core.rearrange import (FEATURE, KEY_VALUE, NOTHING, OFFICIAL, REARRANGE, STRUCTURE,
+                                               SYMMETRIC, VALUE, TransferSchedule, choose_layers, edited_rows,
+                                               inject)
+
+
+def test_official_schedule_at_68_steps():
+    schedule = TransferSchedule()
+    actions = [schedule.action(i, 68) for i in range(68)]
+    assert all(a == NOTHING for a in actions[:11])
+    assert [i for i, a in enumerate(actions) if a == STRUCTURE] == [11, 16, 21, 26, 31, 36]
+    assert all(actions[i] == REARRANGE for i in range(11, 68) if i not in (11, 16, 21, 26, 31, 36))
+    assert [i for i in range(68) if schedule.adain(i, 68)] == list(range(49, 68))
+
+
+def test_schedule_scales_with_the_step_count():
+    schedule = TransferSchedule()
+    actions = [schedule.action(i, 34) for i in range(34)]
+    first = actions.index(STRUCTURE)
+    assert first in (5, 6) and actions[:first] == [NOTHING] * first
+    structure = [i for i, a in enumerate(actions) if a == STRUCTURE]
+    assert len(structure) in (5, 6, 7) and structure[-1] < 21
+
+
+def test_empty_range_does_nothing_and_fractions_are_checked():
+    assert TransferSchedule(rearrange_start=0.5, rearrange_end=0.5).active_steps(68) == []
+    with pytest.raises(ValueError, match="rearrange_start"):
+        TransferSchedule(rearrange_start=1.5)
+
+
+@pytest.mark.parametrize("order", [[1, 0], [0, 1], [0], [1]])
+def test_edited_rows_follow_cond_or_uncond(order):
+    rows = 2
+    cond_rows = [r for c, kind in enumerate(order) if kind == 0 for r in range(c * rows, (c + 1) * rows)]
+    uncond_rows = [r for c, kind in enumerate(order) if kind == 1 for r in range(c * rows, (c + 1) * rows)]
+    assert edited_rows(order, rows, REARRANGE, OFFICIAL) == cond_rows
+    assert edited_rows(order, rows, STRUCTURE, OFFICIAL) == uncond_rows
+    assert edited_rows(order, rows, REARRANGE, SYMMETRIC) == list(range(rows * len(order)))
+    assert edited_rows(order, rows, NOTHING, SYMMETRIC) == []
+
+
+def test_injection_modes_write_only_their_inputs():
+    n = torch.zeros(4, 3, 2)
+    context, value = n.clone() + 1, n.clone() + 2
+    new = torch.full((2, 3, 2), 9.0)
+    a, b, c = inject(n, context, value, [1, 3], new, FEATURE)
+    assert (a[[1, 3]] == 9).all() and (b[[1, 3]] == 9).all() and (c[[1, 3]] == 9).all()
+    assert (a[[0, 2]] == 0).all() and (b[[0, 2]] == 1).all() and (c[[0, 2]] == 2).all()
+    a, b, c = inject(n, context, value, [1, 3], new, VALUE)
+    assert a is n and b is context and (c[[1, 3]] == 9).all()
+    a, b, c = inject(n, context, value, [1, 3], new, KEY_VALUE)
+    assert a is n and (b[[1, 3]] == 9).all() and (c[[1, 3]] == 9).all()
+    assert (n == 0).all() and (context == 1).all()  # inputs untouched
+
+
+def test_choose_layers_by_level():
+    levels = [["fine_a", "fine_b"], ["mid"], ["coarse"]]
+    assert choose_layers(levels, "two finest decoder levels") == {"fine_a", "fine_b", "mid"}
+    assert choose_layers(levels, "second finest decoder level") == {"mid"}
+    assert choose_layers(levels, "all decoder levels") == {"fine_a", "fine_b", "mid", "coarse"}
+
+
+def test_plain_adain_matches_reference_statistics():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 12, generator=generator) * 3 + 1
+    reference = torch.randn(1, 4, 10, 6, generator=generator) * 0.5 - 2
+    out = masked_adain(x, reference)
+    assert torch.allclose(out.mean(dim=(2, 3)), reference.mean(dim=(2, 3)).expand(2, 4), atol=1e-4)
+    assert torch.allclose(out.std(dim=(2, 3), unbiased=False), reference.std(dim=(2, 3), unbiased=False).expand(2, 4),
+                          atol=1e-3)
+
+
+def test_masked_adain_keeps_the_background_and_uses_masked_statistics():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 16, 16, generator=generator)
+    reference = torch.randn(1, 4, 16, 16, generator=generator)
+    reference[..., :, 8:] += 50.0  # outside the reference mask: must not matter
+    target_mask = torch.zeros(1, 128, 128)
+    target_mask[:, :64] = 1.0  # top half (mask given at image size)
+    reference_mask = torch.zeros(1, 16, 16)
+    reference_mask[:, :, :8] = 1.0
+    out = masked_adain(x, reference, target_mask, reference_mask)
+    assert torch.equal(out[..., 9:, :], x[..., 9:, :])  # background rows untouched (beyond the soft border)
+    inside = out[..., :7, :]
+    ref_inside = reference[..., :, :8]
+    assert (inside.mean(dim=(2, 3)) - ref_inside.mean(dim=(2, 3))).abs().max() < 0.3
+
+
+def test_feature_bank_budget_is_per_latent():
+    tokens = torch.randn(2, 6, 4)  # cond and uncond chunks of one row
+    per_latent = 2 * tokens.numel() * 2  # two layers, fp16
+    bank = FeatureBank({"a", "b"}, budget_bytes=per_latent * 2 + 1)
+    for index in range(4):
+        bank.record(index, "a", [1, 0], tokens, (2, 3))
+        bank.record(index, "b", [1, 0], tokens, (2, 3))
+        bank.record(index, "ignored", [1, 0], tokens, (2, 3))
+        bank.commit(index)
+    assert bank.indices == [0, 1] and bank.nbytes == 2 * per_latent
+    cond, grid = bank.get(0, "a", 0)
+    assert grid == (2, 3) and cond.dtype == torch.float16 and torch.allclose(cond.float(), tokens[1:], atol=1e-2)
+    assert bank.has(1, 1, {"a", "b"}) and not bank.has(2, 1, {"a"}) and bank.get(0, "ignored", 0) is None
