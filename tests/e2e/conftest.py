@@ -160,6 +160,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+FULL_MASK_SAM = "sam_hq_vit_tiny_full_masks.pth"
+
+
 def put_test_models(sams_dir: Path):
     """Write the random-weight test checkpoints the example workflows load (skipped without segment-anything-hq)."""
     from eye_test_support import tiny_sam
@@ -167,6 +170,9 @@ def put_test_models(sams_dir: Path):
     sams_dir.mkdir(parents=True, exist_ok=True)
     if tiny_sam.sam_hq_available():
         tiny_sam.write_checkpoint(sams_dir)
+        # random weights make random masks: seed 1 happens to cover the whole box, so the transfer
+        # workflow's masks are never empty at its token grids
+        tiny_sam.write_checkpoint(sams_dir, FULL_MASK_SAM, seed=1)
 
 
 class ComfyServer:
@@ -456,24 +462,41 @@ def make_test_image(width: int = 64, height: int = 64, seed: int = 0):
 
 # --- fixtures -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
+_session_server: dict = {"server": None, "failure": None, "users": 0}
+
+
+def session_comfy_server(tmp_path_factory):
+    """The body of the ``comfy_server`` fixture, as a generator: one server per pytest session,
+    shared by every fixture that delegates here (tests/browser's ``comfy_server`` does), and
+    stopped when the last of them is torn down."""
     if not comfy_env.comfyui_available():  # for direct use outside an e2e-marked test
         pytest.skip(comfy_env.skip_reason())
-    server = ComfyServer(comfy_env.comfyui_path(), tmp_path_factory.mktemp("comfyui_e2e"))
-    _started_servers.append(server)
-    failure = None
-    try:
-        server.start()
-    except RuntimeError as error:
-        server.stop()
-        failure = str(error)
-    if failure is not None:
-        pytest.fail(failure, pytrace=False)
+    if _session_server["failure"] is not None:
+        pytest.fail(_session_server["failure"], pytrace=False)
+    server = _session_server["server"]
+    if server is None:
+        server = ComfyServer(comfy_env.comfyui_path(), tmp_path_factory.mktemp("comfyui_e2e"))
+        _started_servers.append(server)
+        try:
+            server.start()
+        except RuntimeError as error:
+            server.stop()
+            _session_server["failure"] = str(error)
+            pytest.fail(str(error), pytrace=False)
+        _session_server["server"] = server
+    _session_server["users"] += 1
     try:
         yield server
     finally:
-        server.stop()
+        _session_server["users"] -= 1
+        if _session_server["users"] == 0:
+            _session_server["server"] = None
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    yield from session_comfy_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,18 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
-EXAMPLE_OVERRIDES: dict[str, dict] = {}
+# Shorter schedules and ensembles so every example runs in seconds on the tiny model; the
+# random vit_tiny SAM-HQ checkpoint (a seed whose masks cover the box) stands in for the
+# vit_l one the transfer example names.
+_FAST_INVERSION = {"EyeForAnEye_InvertLatent": {"steps": 10, "skip_steps": 3}}
+_FAST_FEATURES = {"EyeForAnEye_ExtractUNetFeatures": {"ensemble_size": 2}}
+EXAMPLE_OVERRIDES: dict[str, dict] = {
+    "inversion_round_trip.json": _FAST_INVERSION,
+    "correspondence_preview.json": _FAST_FEATURES,
+    "appearance_transfer.json": {**_FAST_INVERSION, **_FAST_FEATURES,
+                                 "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
+    "appearance_transfer_simple.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3}},
+}
 IMAGE_SIZE = (128, 128)
 
 
