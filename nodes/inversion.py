@@ -145,7 +145,7 @@ class InvertLatent(io.ComfyNode):
                 io.Int.Input("feature_budget_mb", default=DEFAULT_FEATURE_BUDGET_MB, min=0, max=1 << 20,
                              optional=True, tooltip="Most memory the captured features may take, in MiB. Steps "
                              "that do not fit are recomputed during the transfer. SD1.5 at 512 px needs about 24 MiB "
-                             "per step (68 steps: about 1.6 GiB)."),
+                             "per step (68 steps: about 1.5 GiB)."),
                 io.Combo.Input("capture_layers", options=list(LAYER_CHOICES), default=TWO_FINEST, optional=True,
                                tooltip="Which decoder self-attention levels to keep: the ones Apply Appearance "
                                "Transfer edits (its layers input)."),
