@@ -17,8 +17,9 @@ COND, UNCOND = 0, 1
 class FeatureBank:
     """Captured tokens keyed by (latent index in the trajectory, layer, cond/uncond)."""
 
-    def __init__(self, layers, budget_bytes: int, device="cpu", dtype=torch.float16):
+    def __init__(self, layers, budget_bytes: int, device="cpu", dtype=torch.float16, start_index: int = 0):
         self.layers = frozenset(layers)
+        self.start_index = int(start_index)  # latents before it are never kept (the transfer does not use them)
         self.budget = int(budget_bytes)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -39,7 +40,7 @@ class FeatureBank:
         ``kinds`` is the host's cond/uncond code per chunk of rows. Records of one latent
         are held back until :meth:`commit` decides whether the whole latent fits.
         """
-        if layer not in self.layers or index in self._refused:
+        if layer not in self.layers or index in self._refused or index < self.start_index:
             return
         rows = tokens.shape[0] // len(kinds)
         for chunk, kind in enumerate(kinds):

@@ -62,15 +62,31 @@ class TransferSchedule:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a fraction of the schedule between 0 and 1, got {value}")
 
+    def structure_steps(self, total: int) -> set:
+        """Iterations of structure injection: from rearrange_start every structure_interval, before structure_end.
+
+        Positions are accumulated as fractions and rounded one by one, so the official six
+        injections (11, 16, ..., 36 of 68) stay six, spread alike, at any step count
+        (20 steps: 3, 5, 6, 8, 9, 11). An interval of 0 turns structure injection off.
+        """
+        if self.structure_interval <= 0.0:
+            return set()
+        steps, k = set(), 0
+        while self.rearrange_start + k * self.structure_interval < self.structure_end - 1e-9:
+            steps.add(_index(self.rearrange_start + k * self.structure_interval, total))
+            k += 1
+        return steps
+
+    def first_step(self, total: int) -> int:
+        """The first iteration the attention patch may act on."""
+        return _index(self.rearrange_start, total)
+
     def action(self, step: int, total: int) -> str:
         """What the patch does at 0-based iteration ``step`` of ``total``."""
         first, end = _index(self.rearrange_start, total), _index(self.rearrange_end, total)
         if not first <= step < end:
             return NOTHING
-        period = max(1, _index(self.structure_interval, total))
-        if step < _index(self.structure_end, total) and (step - first) % period == 0:
-            return STRUCTURE
-        return REARRANGE
+        return STRUCTURE if step in self.structure_steps(total) else REARRANGE
 
     def adain(self, step: int, total: int) -> bool:
         """Whether masked AdaIN follows iteration ``step`` of ``total``."""

@@ -10,11 +10,11 @@ from the trajectories' captured banks or by running the UNet on the stored laten
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from .correspondence import Correspondence
+from .correspondence import Correspondence, resize_mask
 from .rearrange import (NOTHING, OFFICIAL, REARRANGE, STRUCTURE, SYMMETRIC, TransferSchedule, blend, edited_rows,
                         inject, rearranged)
 from .trajectory import Trajectory
@@ -55,23 +55,31 @@ class TransferPlan:
 
     # ---------------------------------------------------------------- when
 
-    def step(self, sigma: float, sample_sigmas) -> StepInfo:
-        """The iteration ``sigma`` is on in the sampler's schedule, and what happens there."""
-        schedule = [float(s) for s in sample_sigmas]
-        total = len(schedule) - 1
-        i = next((k for k, s in enumerate(schedule[:-1]) if abs(s - sigma) <= 1e-4 * max(abs(s), 1e-12)), None)
-        if i is None or self.strength <= 0.0:
+    def step(self, sigma: float) -> StepInfo:
+        """Where ``sigma`` is on the structure's trajectory, and what happens there.
+
+        The iteration counts along the trajectory's own schedule, not the sampler call's
+        sigmas, so a run cut in pieces with SplitSigmas acts on the same steps as a whole one.
+        """
+        total = self.structure.steps
+        if self.strength <= 0.0 or not self._active(total):
             return StepInfo(-1, total, NOTHING, None, None)
-        action = self.schedule.action(i, total)
-        ref_index = self.reference.index_of_sigma(sigma)
         struct_index = self.structure.index_of_sigma(sigma)
-        if action != NOTHING and (ref_index is None or struct_index is None):
+        ref_index = self.reference.index_of_sigma(sigma)
+        if struct_index is None or ref_index is None or struct_index >= total:
             raise ValueError(
-                f"Apply Appearance Transfer: the sampler is at sigma {sigma:.5g}, which is not on the reference's or "
-                "the structure's trajectory. Sample with the SIGMAS output of Invert Latent (both images inverted "
-                "with the same steps and skip_steps)."
+                f"Apply Appearance Transfer: the sampler is at sigma {sigma:.5g}, which is not a step of the target's "
+                "and the reference's trajectories. Sample with the Transfer Sampler (or Trajectory Sampler) over the "
+                "SIGMAS output of the target's Invert Latent, both images inverted with the same steps and "
+                "skip_steps."
             )
-        return StepInfo(i, total, action, ref_index, struct_index)
+        return StepInfo(struct_index, total, self.schedule.action(struct_index, total), ref_index, struct_index)
+
+    def _active(self, total: int) -> bool:
+        key = ("active", total)
+        if key not in self._resampled:
+            self._resampled[key] = bool(self.schedule.active_steps(total))
+        return self._resampled[key]
 
     # ---------------------------------------------------------------- what
 
@@ -95,11 +103,32 @@ class TransferPlan:
     # ---------------------------------------------------------------- how
 
     def _fixed_at(self, target_grid, reference_grid, device):
+        """The fixed correspondence at these grids, restricted to this patch's own masks too."""
         key = (tuple(target_grid), tuple(reference_grid), str(device))
         cached = self._resampled.get(key)
-        if cached is None:
-            cached = self.correspondence.to(device).resample(target_grid, reference_grid)
-            self._resampled[key] = cached
+        if cached is not None:
+            return cached
+        fixed = self.correspondence.to(device).resample(target_grid, reference_grid)
+        masks = []
+        if self.target_mask is not None:
+            masks.append(resize_mask(self.target_mask, target_grid).flatten(1).to(device))
+        inside = None
+        if self.reference_mask is not None:
+            inside = resize_mask(self.reference_mask, reference_grid).flatten(1).to(device)
+        rows = max([fixed.batch_size] + [m.shape[0] for m in masks] + ([inside.shape[0]] if inside is not None else []))
+
+        def widen(tensor):
+            return None if tensor is None else tensor.expand(rows, *tensor.shape[1:])
+
+        index = widen(fixed.index)
+        keep = index >= 0
+        for mask in masks:
+            keep = keep & mask
+        if inside is not None:
+            keep = keep & torch.gather(widen(inside), 1, index.clamp(min=0))
+        cached = replace(fixed, index=torch.where(keep, index, -1), score=widen(fixed.score),
+                         mutual=widen(fixed.mutual), target_mask=None, reference_mask=None)
+        self._resampled[key] = cached
         return cached
 
     def edit(self, n, context, value, info: StepInfo, cond_or_uncond, grid, features):

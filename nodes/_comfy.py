@@ -8,6 +8,9 @@ modules (never at pack import time).
 
 from __future__ import annotations
 
+import itertools
+import logging
+
 import torch
 
 import comfy.model_management
@@ -249,8 +252,10 @@ def offload_device() -> torch.device:
     return comfy.model_management.unet_offload_device()
 
 
-TRANSFER_KEY = "eye_for_an_eye_transfer"
-_CALL = "eye_for_an_eye_call"
+_CALL = "eye_for_an_eye_call:"  # + the patch's own number: stacked patches never read each other's state
+_CAPTURING = "eye_for_an_eye_capturing"  # set during a capture pass: every transfer wrapper passes through
+_patch_numbers = itertools.count()
+LOG = logging.getLogger("eye_for_an_eye")
 
 
 class _CallState:
@@ -266,24 +271,25 @@ class _CallState:
 class TransferAttentionPatch:
     """attn1 patch: records features in capture passes, edits the chosen layers in the real pass."""
 
-    def __init__(self, plan):
+    def __init__(self, plan, key):
         self.plan = plan
+        self.key = key
 
     def __deepcopy__(self, memo):
         return self
 
     def __call__(self, n, context, value, extra_options):
-        state = extra_options.get(_CALL)
-        key = _layer_key(extra_options)
-        if state is None or key not in self.plan.layers:
+        state = extra_options.get(self.key)
+        layer = _layer_key(extra_options)
+        if state is None or layer not in self.plan.layers:
             return n, context, value
         grid = _grid(extra_options, n.shape[1])
         if state.capture_role is not None:
-            state.features.setdefault((state.capture_role, state.capture_kind), {})[key] = (n, grid)
+            state.features.setdefault((state.capture_role, state.capture_kind), {})[layer] = (n, grid)
             return n, context, value
         sources = {}
         for role_kind in self.plan.needed(state.info, extra_options["cond_or_uncond"]):
-            sources[role_kind] = state.features[role_kind][key]
+            sources[role_kind] = state.features[role_kind][layer]
         return self.plan.edit(n, context, value, state.info, extra_options["cond_or_uncond"], grid, sources)
 
 
@@ -293,22 +299,43 @@ def _rows_of_kind(cond_or_uncond, rows: int, kind: int) -> list:
 
 
 def _take_rows(value, rows: list, total: int):
-    """Rows of a per-row tensor (or a list/dict of them); anything else passes through."""
+    """Rows of a per-row tensor; anything else passes through."""
     if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == total:
         return value[rows]
     return value
 
 
-def _transfer_wrapper(plan):
-    """APPLY_MODEL wrapper: locate the step, fetch or recompute the features, run the edited pass."""
+def _capture_options(transformer_options, key, state, kind, rows, total, cond_or_uncond):
+    """transformer_options for a capture pass: one kind's rows, no other transfer's state."""
+    options = {k: v for k, v in transformer_options.items() if not k.startswith(_CALL)}
+    options["cond_or_uncond"] = [kind]
+    options["sigmas"] = _take_rows(transformer_options.get("sigmas"), rows, total)
+    if "uuids" in options:
+        options["uuids"] = [options["uuids"][cond_or_uncond.index(kind)]]
+    options[_CAPTURING] = True
+    options[key] = state
+    return options
+
+
+def _transfer_wrapper(plan, key):
+    """APPLY_MODEL wrapper: locate the step, fetch or recompute the features, run the edited pass.
+
+    One host sync per UNet call (reading the current sigma); none per layer.
+    """
+    warned = []
 
     def wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        sample_sigmas = transformer_options.get("sample_sigmas")
-        if sample_sigmas is None:
+        if transformer_options.get(_CAPTURING):  # another transfer's capture pass: leave it alone
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        values = sample_sigmas.tolist() if torch.is_tensor(sample_sigmas) else list(sample_sigmas)
-        info = plan.step(float(t.flatten()[0]), values)
+        info = plan.step(float(t.flatten()[0]))
         if info.action == "nothing":
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        if tuple(x.shape[-2:]) != tuple(plan.structure.latent_shape[-2:]):
+            if not warned:
+                warned.append(True)
+                LOG.warning("Apply Appearance Transfer: a UNet call on a %s latent (area conditioning?) does not "
+                            "cover the target's %s latent; it runs without the transfer.", tuple(x.shape[-2:]),
+                            tuple(plan.structure.latent_shape[-2:]))
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         cond_or_uncond = transformer_options["cond_or_uncond"]
         state = _CallState(info)
@@ -321,21 +348,16 @@ def _transfer_wrapper(plan):
                     state.features[(role, kind)] = {layer: bank.get(index, layer, kind) for layer in plan.layers}
                     continue
                 # recompute: the role's stored latent through the UNet, rows of this kind only
-                rows = _rows_of_kind(cond_or_uncond, x.shape[0], kind)
                 latent = trajectory.latents[index].to(x.device, x.dtype)
-                rows = rows[:latent.shape[0]]
-                options = transformer_options.copy()
-                options["cond_or_uncond"] = [kind]
-                options["sigmas"] = _take_rows(transformer_options.get("sigmas"), rows, x.shape[0])
-                if "uuids" in options:
-                    options["uuids"] = [options["uuids"][cond_or_uncond.index(kind)]]
-                options[_CALL] = _CallState(info, role, kind)
+                rows = _rows_of_kind(cond_or_uncond, x.shape[0], kind)[:latent.shape[0]]
+                capture = _CallState(info, role, kind)
+                options = _capture_options(transformer_options, key, capture, kind, rows, x.shape[0], cond_or_uncond)
                 executor(latent, t[rows], _take_rows(c_concat, rows, x.shape[0]),
                          _take_rows(c_crossattn, rows, x.shape[0]), None, options,
                          **{k: _take_rows(v, rows, x.shape[0]) for k, v in kwargs.items()})
-                state.features[(role, kind)] = options[_CALL].features[(role, kind)]
+                state.features[(role, kind)] = capture.features[(role, kind)]
             options = transformer_options.copy()
-            options[_CALL] = state
+            options[key] = state
             return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
         finally:
             state.features.clear()
@@ -344,12 +366,17 @@ def _transfer_wrapper(plan):
 
 
 def with_transfer_patch(model, plan):
-    """A clone of ``model`` whose decoder self-attention follows ``plan`` (the input is untouched)."""
+    """A clone of ``model`` whose decoder self-attention follows ``plan`` (the input is untouched).
+
+    Patches stack: each has its own key, so two transfers on one model (say, two objects
+    with their own references and masks) run one after the other in every layer.
+    """
     import comfy.patcher_extension
 
+    key = f"{_CALL}{next(_patch_numbers)}"
     clone = model.clone()
-    clone.set_model_attn1_patch(TransferAttentionPatch(plan))
-    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, TRANSFER_KEY, _transfer_wrapper(plan))
+    clone.set_model_attn1_patch(TransferAttentionPatch(plan, key))
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, _transfer_wrapper(plan, key))
     return clone
 
 

@@ -9,7 +9,7 @@ import logging
 
 from ..eye_core.feature_bank import FeatureBank
 from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
-from ..eye_core.rearrange import LAYER_CHOICES, TWO_FINEST, choose_layers
+from ..eye_core.rearrange import LAYER_CHOICES, TWO_FINEST, TransferSchedule, choose_layers
 from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
 from . import _comfy
 from .common import CATEGORY, TRAJECTORY, node_id
@@ -60,8 +60,9 @@ def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, m
 def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory, after_step=None):
     """A SAMPLER function: steps ``x`` down ``sigmas`` with the trajectory's noise maps.
 
-    ``after_step(i, total, trajectory_index, x) -> x``, if given, adjusts the latent after
-    each step (the Transfer Sampler's masked AdaIN).
+    ``after_step(step, total, next_index, x) -> x``, if given, adjusts the latent after
+    each step (the Transfer Sampler's masked AdaIN); ``step`` and ``total`` count along the
+    trajectory's own schedule, so sigmas cut with SplitSigmas keep their place in it.
     """
     extra_args = {} if extra_args is None else extra_args
     offset = trajectory.locate(sigmas)
@@ -87,7 +88,7 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
             noise_map = trajectory.rows(trajectory.noise[offset + i], x.shape[0]).to(x.device, x.dtype)
         x = replay_step(x, denoised, values[i], values[i + 1], noise_map)
         if after_step is not None:
-            x = after_step(i, len(values) - 1, offset + i + 1, x)
+            x = after_step(offset + i, trajectory.steps, offset + i + 1, x)
     return x
 
 
@@ -143,9 +144,10 @@ class InvertLatent(io.ComfyNode):
                                  "self-attention inputs the inversion computes anyway, so Apply Appearance Transfer "
                                  "needs no extra UNet pass for this image. Costs memory (fp16, offload device)."),
                 io.Int.Input("feature_budget_mb", default=DEFAULT_FEATURE_BUDGET_MB, min=0, max=1 << 20,
-                             optional=True, tooltip="Most memory the captured features may take, in MiB. Steps "
-                             "that do not fit are recomputed during the transfer. SD1.5 at 512 px needs about 24 MiB "
-                             "per step (68 steps: about 1.5 GiB)."),
+                             optional=True, tooltip="Most memory the captured features may take, in MiB; steps "
+                             "that do not fit are recomputed during the transfer. The first 16 % of the steps "
+                             "(before the official rearrange_start) are never kept: the transfer does not use them. "
+                             "SD1.5 at 512 px: about 24 MiB per step, 1.3 GiB for the official 57 used steps."),
                 io.Combo.Input("capture_layers", options=list(LAYER_CHOICES), default=TWO_FINEST, optional=True,
                                tooltip="Which decoder self-attention levels to keep: the ones Apply Appearance "
                                "Transfer edits (its layers input)."),
@@ -178,7 +180,9 @@ class InvertLatent(io.ComfyNode):
         sampling_model = model
         if capture_features:
             layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers)
-            bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device())
+            # the transfer edits nothing before the official rearrange_start: do not spend the budget there
+            first = TransferSchedule().first_step(steps - skip_steps)
+            bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device(), start_index=first)
             sampling_model, recorder = _comfy.with_feature_recorder(model, bank)
         sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
                                       total_steps=steps, result=result, recorder=recorder)

@@ -33,6 +33,10 @@ def _check_mask(mask, name, batch):
     if mask.ndim != 3 or mask.shape[0] not in (1, batch) or mask.numel() == 0:
         raise ValueError(f"{name} has shape {tuple(mask.shape)}; connect a MASK (B, H, W) with one mask, or one per "
                          f"image of the batch ({batch}).")
+    if not bool((mask.flatten(1) > 0).any(dim=1).all()):
+        raise ValueError(f"{name} is empty (all zero) for at least one image: SAM-HQ found nothing in the box, or "
+                         "it is LoadImage's MASK of an image without alpha. Redraw the box, or leave the input "
+                         "unconnected to use the whole image.")
     return mask.float()
 
 

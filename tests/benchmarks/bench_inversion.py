@@ -64,7 +64,7 @@ def main():
         start = time.perf_counter()
         out = inversion.InvertLatent.execute(model=model, latent=latent, positive=pos, negative=neg,
                                              steps=total_steps, cfg=3.5, method="edit-friendly DDPM", seed=0,
-                                             skip_steps=skip).args
+                                             skip_steps=skip, capture_features=False).args
         return (time.perf_counter() - start) / args.steps, out
 
     def run_plain(sigmas):
@@ -83,7 +83,8 @@ def main():
             inv.append(run_inversion()[0])
             plain.append(run_plain(sigmas))
 
-    per_step_bytes = trajectory.nbytes() / trajectory.steps
+    # one stored latent and one noise map per step and image (the start latent adds one latent per run)
+    per_step_bytes = (trajectory.latents[0].nbytes + trajectory.noise[0].nbytes) / trajectory.latent_shape[0]
     latent_512 = 4 * 64 * 64 * 4  # one fp32 latent of a 512 px image
     result = {
         "model": args.model, "image_px": args.size, "timed_steps": args.steps, "repeats": args.repeats,

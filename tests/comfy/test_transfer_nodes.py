@@ -187,7 +187,8 @@ def test_official_mode_edits_exactly_the_rows_method_names(pair, custom_sampler_
 
     def after(n, context, value, extra_options):
         old = extra_options.pop("_eye_test_n")
-        state = extra_options.get(_comfy._CALL)
+        states = [v for k, v in extra_options.items() if k.startswith(_comfy._CALL)]
+        state = states[0] if states else None
         if state is not None and state.capture_role is None and state.info.action != "nothing":
             kinds = extra_options["cond_or_uncond"]
             per_chunk = n.shape[0] // len(kinds)
@@ -229,22 +230,30 @@ def test_sdxl_two_targets_one_reference_non_square(sdxl, tiny, custom_sampler_no
 def test_captured_and_recomputed_features_agree(sd15, tiny, custom_sampler_nodes):
     pos, neg = tiny.sd15_conds()
     latents = tiny.vae_like_latent(1, 16, 16, seed=6), tiny.vae_like_latent(1, 16, 16, seed=7)
-    results = []
+    results, vanilla = [], None
     for capture, budget in ((True, 2048), (False, 0), (True, 1)):
         target, start, sigmas = invert(sd15, latents[0], pos, neg, capture=capture, budget=budget)
         reference, _, _ = invert(sd15, latents[1], pos, neg, capture=capture, budget=budget)
         if capture and budget > 1:
-            assert reference.features.indices == list(range(reference.steps))
+            # everything from the official rearrange_start on is kept; nothing before it
+            assert reference.features.indices == list(range(TransferSchedule().first_step(reference.steps),
+                                                            reference.steps))
+        if capture and budget == 1:  # 1 MiB holds some of the steps: the rest is recomputed
+            assert 0 < len(reference.features.indices) < reference.steps - 1
+        if vanilla is None:
+            replay = run(inversion.TrajectorySampler, trajectory=target)[0]
+            vanilla = sample(custom_sampler_nodes, sd15, pos, neg, 2.5, replay, sigmas, start)
         patched = apply(sd15, reference, target, guidance=SYMMETRIC)
         results.append(sample(custom_sampler_nodes, patched, pos, neg, 2.5, transfer_sampler(target, reference),
                               sigmas, start))
     captured, recomputed, partial = results
-    # fp16 storage of the captured features is the only difference: it moves values by ~1e-3
-    # and flips the odd near-tie match, so a few latent values move more than the rest
-    scale = recomputed.abs().max().item()
+    # Captured features are stored in fp16, recomputed ones are fp32: per-step argmax matching on a
+    # random network is full of near-ties, so the odd match flips. The two sources must still agree
+    # far better than either differs from plain sampling (the effect of the transfer itself).
+    effect = (recomputed - vanilla).abs().mean().item()
+    assert effect > 0.1
     for other in (captured, partial):
-        difference = (other - recomputed).abs()
-        assert difference.mean().item() < 1e-3 * scale and difference.max().item() < 2e-2 * scale
+        assert (other - recomputed).abs().mean().item() < 0.05 * effect
 
 
 def test_fixed_correspondence(pair, custom_sampler_nodes):
@@ -318,3 +327,41 @@ def test_interrupt_mid_sampling_leaves_the_model_clean_and_frees_features(pair, 
     assert states and all(ref() is None or not ref().features for ref in states)
     assert same_structure(model.model_options, options_before)
     assert sum(len(m._forward_hooks) for m in model.model.modules()) == 0
+
+
+# ---------------------------------------------------------------- split runs, stacking, masks
+
+def test_split_sigmas_act_on_the_same_steps_as_a_whole_run(pair, custom_sampler_nodes):
+    model, pos, neg, target, reference, start, sigmas = pair
+    patched = apply(model, reference, target)
+    sampler = transfer_sampler(target, reference)
+    whole = sample(custom_sampler_nodes, patched, pos, neg, 2.5, sampler, sigmas, start)
+    high, low = custom_sampler_nodes.SplitSigmas().get_sigmas(sigmas, 4)
+    half = sample(custom_sampler_nodes, patched, pos, neg, 2.5, sampler, high, start)
+    split = sample(custom_sampler_nodes, patched, pos, neg, 2.5, sampler, low, {"samples": half})
+    # the latent crosses LATENT's raw scale between the halves: float rounding only
+    assert (whole - split).abs().max().item() <= 1e-4 * max(1.0, whole.abs().max().item())
+
+
+def test_two_stacked_transfers_each_with_its_own_reference_and_mask(pair, tiny, custom_sampler_nodes):
+    model, pos, neg, target, reference, start, sigmas = pair
+    other, _, _ = invert(model, tiny.vae_like_latent(1, 16, 16, seed=9), pos, neg)
+    left, right = torch.zeros(1, 128, 192), torch.zeros(1, 128, 192)
+    left[..., :96], right[..., 96:] = 1.0, 1.0
+    for capture in (True, False):
+        if not capture:
+            target.features = reference.features = other.features = None
+        one = apply(model, reference, target, target_mask=left)
+        both = apply(one, other, target, target_mask=right)
+        sampler = transfer_sampler(target, reference)
+        single = sample(custom_sampler_nodes, one, pos, neg, 2.5, sampler, sigmas, start)
+        stacked = sample(custom_sampler_nodes, both, pos, neg, 2.5, sampler, sigmas, start)
+        assert torch.isfinite(stacked).all() and not torch.allclose(single, stacked)
+
+
+def test_empty_masks_are_refused(pair):
+    model, pos, neg, target, reference, start, sigmas = pair
+    with pytest.raises(ValueError, match="reference_mask is empty"):
+        apply(model, reference, target, reference_mask=torch.zeros(1, 64, 64))
+    with pytest.raises(ValueError, match="target_mask is empty"):
+        transfer_sampler(target, reference, target_mask=torch.zeros(1, 64, 64))

@@ -19,13 +19,23 @@ def test_official_schedule_at_68_steps():
     assert [i for i in range(68) if schedule.adain(i, 68)] == list(range(49, 68))
 
 
-def test_schedule_scales_with_the_step_count():
+@pytest.mark.parametrize("total", [20, 34, 50, 100])
+def test_schedule_scales_with_the_step_count(total):
     schedule = TransferSchedule()
-    actions = [schedule.action(i, 34) for i in range(34)]
-    first = actions.index(STRUCTURE)
-    assert first in (5, 6) and actions[:first] == [NOTHING] * first
+    actions = [schedule.action(i, total) for i in range(total)]
     structure = [i for i, a in enumerate(actions) if a == STRUCTURE]
-    assert len(structure) in (5, 6, 7) and structure[-1] < 21
+    first = actions.index(STRUCTURE)
+    assert actions[:first] == [NOTHING] * first and first == round(11 / 68 * total)
+    # six injections like the official preset, spread over the same part of the schedule
+    assert len(structure) == 6 and structure[-1] < 40 / 68 * total
+    assert structure == sorted(set(structure))
+    assert actions.count(REARRANGE) == total - first - 6
+    assert [i for i, a in enumerate(actions) if a == STRUCTURE] == sorted(schedule.structure_steps(total))
+
+
+def test_structure_interval_zero_turns_structure_injection_off():
+    schedule = TransferSchedule(structure_interval=0.0)
+    assert STRUCTURE not in [schedule.action(i, 68) for i in range(68)]
 
 
 def test_empty_range_does_nothing_and_fractions_are_checked():
@@ -105,3 +115,27 @@ def test_feature_bank_budget_is_per_latent():
     cond, grid = bank.get(0, "a", 0)
     assert grid == (2, 3) and cond.dtype == torch.float16 and torch.allclose(cond.float(), tokens[1:], atol=1e-2)
     assert bank.has(1, 1, {"a", "b"}) and not bank.has(2, 1, {"a"}) and bank.get(0, "ignored", 0) is None
+
+
+def test_fixed_correspondence_obeys_the_patch_masks():
+    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.trajectory import EF_DDPM, Trajectory
+    from eye_for_an_eye.eye_core.transfer import TransferPlan
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 8, 4, 6, generator=generator)
+    correspondence = match(features, features)  # no masks at matching time
+    trajectory = Trajectory(sigmas=torch.tensor([2.0, 1.0]), latents=torch.zeros(2, 1, 4, 8, 12),
+                            noise=torch.zeros(1, 1, 4, 8, 12), method=EF_DDPM, cfg=3.5, total_steps=1, start_step=0,
+                            seed=0)
+    target_mask = torch.zeros(1, 32, 48)
+    target_mask[..., :24] = 1.0  # left half of the target
+    reference_mask = torch.zeros(1, 32, 48)
+    reference_mask[:, :16] = 1.0  # top half of the reference
+    plan = TransferPlan(reference=trajectory, structure=trajectory, layers=frozenset(), correspondence=correspondence,
+                        target_mask=target_mask, reference_mask=reference_mask)
+    fixed = plan._fixed_at((8, 12), (8, 12), "cpu")
+    index = fixed.index.reshape(8, 12)
+    assert (index[:, 6:] == -1).all()  # outside the target mask: unmatched, keeps its own features
+    matched = index[index >= 0]
+    assert matched.numel() > 0 and (matched // 12 < 4).all()  # never a reference token outside its mask
