@@ -4,7 +4,8 @@ Session fixtures
 ----------------
 ``comfy_server``  -> ComfyServer: the running server (``url``, ``input_dir``, ``output_dir``,
                      ``log_path``, ``log_text()``, ``get_json(path)``, ``post_json(path, body)``,
-                     ``object_info``, ``run_workflow(...)``).
+                     ``object_info``, ``run_workflow(...)``); one per session, shared with
+                     tests/browser through ``session_comfy_server``.
 ``object_info``   -> dict: the server's ``GET /object_info``.
 ``run_workflow``  -> ``run_workflow(path_or_dict, substitutions=TINY_CHECKPOINT, inputs=None,
                      timeout=..., strict=True)``: a UI-format workflow (path, dict or JSON
