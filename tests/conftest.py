@@ -5,7 +5,6 @@ so it is registered under a fixed name from this checkout, whatever the clone's 
 is called and whatever else is installed.
 """
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -14,21 +13,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = REPO_ROOT / "tests" / "support"
 
 
-def _load_pack():
-    name = "eye_for_an_eye"
-    existing = sys.modules.get(name)
-    if existing is not None and Path(existing.__file__).resolve().parent == REPO_ROOT:
-        return existing
-    spec = importlib.util.spec_from_file_location(
-        name, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
 
+from eye_test_support.pack import load_pack  # noqa: E402
 
-_load_pack()
+load_pack(REPO_ROOT)
 
 # The tiny test models run thousands of small ops; on a 2-core machine shared with other
 # work, OpenMP threads spin-waiting on each other make them up to 50x slower. One thread
@@ -36,8 +26,6 @@ _load_pack()
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("EYE_TEST_THREADS", "1")))
-if str(SUPPORT) not in sys.path:
-    sys.path.insert(0, str(SUPPORT))
 
 
 def pytest_terminal_summary(terminalreporter):

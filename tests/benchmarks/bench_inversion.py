@@ -12,7 +12,6 @@ test suite's tiny model. Writes tests/benchmarks/results/inversion-<model>-<size
 """
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -24,11 +23,11 @@ REPO = HERE.parents[1]
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location("eye_for_an_eye", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eye_for_an_eye"] = module
-    spec.loader.exec_module(module)
+    """This checkout as the package eye_for_an_eye (tests/support/eye_test_support/pack.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from eye_test_support.pack import load_pack as load
+
+    return load(REPO)
 
 
 def main():

@@ -55,7 +55,6 @@ Goals (the issue): captured <= 1.25 x plain; capture adds <= 10 % to inversion.
 import argparse
 import ctypes
 import gc
-import importlib.util
 import json
 import os
 import resource
@@ -78,11 +77,11 @@ AUTHORS_KEY = "eye_for_an_eye_bench_authors"
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location("eye_for_an_eye", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eye_for_an_eye"] = module
-    spec.loader.exec_module(module)
+    """This checkout as the package eye_for_an_eye (tests/support/eye_test_support/pack.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from eye_test_support.pack import load_pack as load
+
+    return load(REPO)
 
 
 # ---------------------------------------------------------------- memory
