@@ -42,9 +42,7 @@ def main():
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from eye_test_support import comfy_env, tiny_models
 
-    if not comfy_env.comfyui_available():
-        sys.exit(comfy_env.skip_reason())
-    comfy_env.import_comfy()
+    comfy_env.import_comfy_or_exit()
     load_pack()
     import torch
     import comfy_extras.nodes_custom_sampler as custom
@@ -52,8 +50,7 @@ def main():
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = tiny_models.full_sd15() if args.model == "sd15" else tiny_models.tiny_sd15()
-    context = 768 if args.model == "sd15" else tiny_models.SD15_CONTEXT_DIM
+    model, context = tiny_models.benchmark_model(args.model)
     pos, neg = tiny_models.conditioning(context, 0), tiny_models.conditioning(context, 1)
     latent = {"samples": tiny_models.vae_like_latent(1, args.size // 8, args.size // 8)}
     total_steps = 100

@@ -222,9 +222,7 @@ def run_row(args) -> dict:
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from eye_test_support import comfy_env, tiny_models
 
-    if not comfy_env.comfyui_available():
-        sys.exit(comfy_env.skip_reason())
-    comfy_env.import_comfy()
+    comfy_env.import_comfy_or_exit()
     load_pack()
     import torch
     import comfy.model_management
@@ -236,8 +234,7 @@ def run_row(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     meter = PeakMeter(comfy.model_management.get_torch_device())
-    model = tiny_models.full_sd15() if args.model == "sd15" else tiny_models.tiny_sd15()
-    context = 768 if args.model == "sd15" else tiny_models.SD15_CONTEXT_DIM
+    model, context = tiny_models.benchmark_model(args.model)
     pos, neg = tiny_models.conditioning(context, 0), tiny_models.conditioning(context, 1)
     side = args.size // 8
     latents = {"target": tiny_models.vae_like_latent(1, side, side, seed=1),

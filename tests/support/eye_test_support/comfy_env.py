@@ -43,3 +43,12 @@ def require_comfy():
     if not comfyui_available():
         pytest.skip(skip_reason(), allow_module_level=True)
     return import_comfy()
+
+
+def import_comfy_or_exit():
+    """For benchmark scripts: import ComfyUI for CPU use, or exit saying where it was looked for."""
+    import sys
+
+    if not comfyui_available():
+        sys.exit(skip_reason())
+    return import_comfy()

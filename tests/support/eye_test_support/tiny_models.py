@@ -256,3 +256,10 @@ def full_sd15(seed: int = 0):
     init_unet(base.diffusion_model, seed)
     base.eval()
     return _patcher(base)
+
+
+def benchmark_model(kind: str):
+    """(ModelPatcher, context dim) for a benchmark: "sd15" is the full SD1.5 architecture, "tiny" the test model."""
+    if kind == "sd15":
+        return full_sd15(), 768
+    return tiny_sd15(), SD15_CONTEXT_DIM
