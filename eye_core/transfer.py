@@ -131,6 +131,15 @@ class TransferPlan:
         self._resampled[key] = cached
         return cached
 
+    def _masks_at(self, target_grid, reference_grid, device):
+        """The patch's masks at these token grids on ``device`` (bool), resized once per grid."""
+        key = ("masks", tuple(target_grid), tuple(reference_grid), str(device))
+        if key not in self._resampled:
+            self._resampled[key] = tuple(
+                None if mask is None else resize_mask(mask, grid).to(device)
+                for mask, grid in ((self.target_mask, target_grid), (self.reference_mask, reference_grid)))
+        return self._resampled[key]
+
     def edit(self, n, context, value, info: StepInfo, cond_or_uncond, grid, features):
         """Edit one self-attention layer's inputs (n, context, value: (rows, N, C)).
 
@@ -154,7 +163,8 @@ class TransferPlan:
                 fixed = None
                 if self.correspondence is not None:
                     fixed = self._fixed_at(grid, source_grid, n.device)
-                new = rearranged(own, tokens, grid, source_grid, fixed, self.target_mask, self.reference_mask)
+                target_mask, reference_mask = self._masks_at(grid, source_grid, n.device)
+                new = rearranged(own, tokens, grid, source_grid, fixed, target_mask, reference_mask)
             edited.append((chunk, blend(own, new, self.strength)))
         if not edited:
             return n, context, value

@@ -345,7 +345,10 @@ def _transfer_wrapper(plan, key):
                 index = plan.latent_index(info, role)
                 bank = trajectory.features
                 if bank is not None and bank.has(index, kind, plan.layers):
-                    state.features[(role, kind)] = {layer: bank.get(index, layer, kind) for layer in plan.layers}
+                    # one transfer of this step's tokens to the device, not one per layer call
+                    state.features[(role, kind)] = {
+                        layer: (tokens.to(x.device, non_blocking=True), grid)
+                        for layer, (tokens, grid) in ((layer, bank.get(index, layer, kind)) for layer in plan.layers)}
                     continue
                 # recompute: the role's stored latent through the UNet, rows of this kind only
                 latent = trajectory.latents[index].to(x.device, x.dtype)
