@@ -365,3 +365,16 @@ def test_empty_masks_are_refused(pair):
         apply(model, reference, target, reference_mask=torch.zeros(1, 64, 64))
     with pytest.raises(ValueError, match="target_mask is empty"):
         transfer_sampler(target, reference, target_mask=torch.zeros(1, 64, 64))
+
+
+def test_area_conditioning_runs_untouched_where_it_crops_the_latent(pair, custom_sampler_nodes, caplog):
+    import nodes as comfy_nodes  # ComfyUI's own nodes.py
+
+    model, pos, neg, target, reference, start, sigmas = pair
+    (area,) = comfy_nodes.ConditioningSetArea().append(pos, 64, 64, 0, 0, 1.0)
+    patched = apply(model, reference, target, guidance=SYMMETRIC)
+    with caplog.at_level("WARNING", logger="eye_for_an_eye"):
+        out = sample(custom_sampler_nodes, patched, pos + area, neg, 2.5, transfer_sampler(target, reference),
+                     sigmas, start)
+    assert torch.isfinite(out).all()
+    assert sum("area conditioning" in record.getMessage() for record in caplog.records) == 1
