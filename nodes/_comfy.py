@@ -54,16 +54,6 @@ def sigma_grid(model) -> torch.Tensor:
     return model.get_model_object("model_sampling").sigmas.detach().to("cpu", torch.float32)
 
 
-def latent_scale_in(model, latent: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latent -> the model's latent space (what samplers see)."""
-    return model.model.process_latent_in(latent)
-
-
-def latent_scale_out(model, latent: torch.Tensor) -> torch.Tensor:
-    """The model's latent space -> raw VAE latent (what LATENT holds)."""
-    return model.model.process_latent_out(latent)
-
-
 def make_sampler(function, **options):
     """A ComfyUI SAMPLER running ``function(model, x, sigmas, extra_args, callback, disable, **options)``."""
     return comfy.samplers.KSAMPLER(function, extra_options=options)
