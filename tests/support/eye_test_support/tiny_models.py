@@ -89,10 +89,15 @@ def _patcher(base_model):
 
 def tiny_sd15(seed: int = 0, prediction: str = "eps"):
     """A ModelPatcher around a tiny SD1.5-shaped comfy.model_base.BaseModel."""
+    return _sd15(sd15_unet_config(), seed, prediction)
+
+
+def _sd15(unet_config: dict, seed: int, prediction: str = "eps"):
+    """A ModelPatcher around a comfy.model_base.BaseModel of SD1.5 type with this UNet configuration."""
     import comfy.model_base
     import comfy.supported_models
 
-    config = comfy.supported_models.SD15(sd15_unet_config())
+    config = comfy.supported_models.SD15(unet_config)
     model_type = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION}[prediction]
     base = comfy.model_base.BaseModel(config, model_type=model_type, device="cpu")
     init_unet(base.diffusion_model, seed)
@@ -248,14 +253,7 @@ def full_sd15_unet_config():
 
 def full_sd15(seed: int = 0):
     """A ModelPatcher around a full-size SD1.5-architecture UNet with random weights (benchmarks)."""
-    import comfy.model_base
-    import comfy.supported_models
-
-    config = comfy.supported_models.SD15(full_sd15_unet_config())
-    base = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device="cpu")
-    init_unet(base.diffusion_model, seed)
-    base.eval()
-    return _patcher(base)
+    return _sd15(full_sd15_unet_config(), seed)
 
 
 def benchmark_model(kind: str):
