@@ -1,0 +1,232 @@
+"""The demo model: a small SD1.5-family UNet, KL VAE and text encoder on ComfyUI's classes.
+
+This is the one module of the demo kit that touches ComfyUI (the world, the metrics and
+the pack's core never do): it builds the three networks from ComfyUI's own classes so
+every stock node (CLIPTextEncode, KSampler, VAEDecode, ...) works with them, saves them
+as one safetensors file and loads that file back as (MODEL, CLIP, VAE).
+
+- UNet: ``comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel`` through
+  ``comfy.supported_models.SD15`` (epsilon prediction, SD1.5's scaled-linear schedule),
+  64 base channels, levels x1 x2 x2, one res block per level, self- and cross-attention
+  at every level (16x16, 8x8 and 4x4 tokens for a 128 px image).
+- VAE: ``comfy.ldm.models.autoencoder.AutoencoderKL`` (downscale 8, 4 latent channels),
+  scaled so its latents times SD1.5's 0.18215 have unit variance, as SD1.5's do.
+- Text encoder: ``comfy.sd1_clip.SD1ClipModel`` with SD1.5's tokenizer, 2 layers of width
+  32, random and frozen (the prompt only has to name the species).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "eye_demo_model.safetensors"
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model."
+IMAGE_SIZE = 128
+CONTEXT_DIM = 32
+SD15_LATENT_SCALE = 0.18215
+
+UNET_CONFIG = {
+    "use_checkpoint": False, "image_size": IMAGE_SIZE // 8, "in_channels": 4, "out_channels": 4,
+    "model_channels": 64, "channel_mult": [1, 2, 2], "num_res_blocks": [1, 1, 1],
+    "transformer_depth": [1, 1, 1], "transformer_depth_output": [1, 1, 1, 1, 1, 1],
+    "transformer_depth_middle": 1, "use_spatial_transformer": True, "use_linear_in_transformer": False,
+    "context_dim": CONTEXT_DIM, "num_heads": -1, "num_head_channels": 32, "legacy": False,
+    "adm_in_channels": None, "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+VAE_DDCONFIG = {
+    "double_z": True, "z_channels": 4, "resolution": IMAGE_SIZE, "in_channels": 3, "out_ch": 3,
+    "ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+}
+CLIP_CONFIG = {  # overrides of ComfyUI's CLIP-L configuration
+    "hidden_size": CONTEXT_DIM, "intermediate_size": 2 * CONTEXT_DIM, "num_attention_heads": 2,
+    "num_hidden_layers": 2, "projection_dim": CONTEXT_DIM,
+}
+CLIP_SEED = 20240611
+
+
+def _reset(module: torch.nn.Module) -> torch.nn.Module:
+    """Initialise every layer as torch would.
+
+    ComfyUI's ``disable_weight_init`` layers override ``reset_parameters`` with a no-op (a
+    checkpoint overwrites them anyway); training from scratch needs torch's own
+    initialisation, so the first torch.nn class in each layer's MRO that defines it is called.
+    """
+    for layer in module.modules():
+        for cls in type(layer).__mro__:
+            if cls.__module__.startswith("torch.nn") and "reset_parameters" in cls.__dict__:
+                cls.reset_parameters(layer)
+                break
+    return module
+
+
+def build_unet(dtype=torch.float32) -> torch.nn.Module:
+    """A freshly initialised demo UNet (ComfyUI's UNetModel) for training."""
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    config = {k: v for k, v in UNET_CONFIG.items() if k not in ("adm_in_channels",)}
+    return _reset(UNetModel(**config, dtype=dtype, operations=comfy.ops.disable_weight_init))
+
+
+def build_vae_module() -> torch.nn.Module:
+    """A freshly initialised demo VAE (ComfyUI's AutoencoderKL) for training."""
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    return _reset(AutoencoderKL(ddconfig=dict(VAE_DDCONFIG), embed_dim=4))
+
+
+def _clip_target():
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+
+
+def _clip_options(dtype=torch.float32):
+    return {"dtype": dtype, "clip_l_model_config": dict(CLIP_CONFIG)}
+
+
+def build_clip():
+    """The demo text encoder, initialised from CLIP_SEED (frozen: it is never trained)."""
+    import comfy.sd
+
+    clip = comfy.sd.CLIP(_clip_target(), model_options=_clip_options())
+    generator = torch.Generator().manual_seed(CLIP_SEED)
+    with torch.no_grad():
+        for name, param in clip.cond_stage_model.named_parameters():
+            if param.ndim >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(param.shape[-1]))
+            elif name.endswith("weight"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+    return clip
+
+
+def encode_prompts(clip, prompts: list[str]) -> torch.Tensor:
+    """(N, 77, CONTEXT_DIM) cross-attention tokens, exactly what CLIPTextEncode gives."""
+    rows = []
+    for prompt in prompts:
+        tokens = clip.tokenize(prompt)
+        rows.append(clip.encode_from_tokens(tokens))
+    return torch.cat(rows)
+
+
+def latent_scale_for(raw_latents: torch.Tensor) -> float:
+    """Factor k making k * raw latents have SD1.5's spread (std 1 / 0.18215)."""
+    return float((1.0 / SD15_LATENT_SCALE) / raw_latents.float().std())
+
+
+def rescale_vae_latents(vae_module: torch.nn.Module, k: float) -> None:
+    """Make ``vae_module``'s latents k times larger, exactly: the decoder undoes it.
+
+    The encoder's 1x1 ``quant_conv`` gives (mean, logvar): scale the mean rows by k, add
+    2 log k to the logvar bias; the decoder's 1x1 ``post_quant_conv`` gets 1/k on its input.
+    """
+    with torch.no_grad():
+        channels = vae_module.quant_conv.out_channels // 2
+        vae_module.quant_conv.weight[:channels] *= k
+        vae_module.quant_conv.bias[:channels] *= k
+        vae_module.quant_conv.bias[channels:] += 2 * math.log(k)
+        vae_module.post_quant_conv.weight /= k
+
+
+# ---------------------------------------------------------------- one file for all three
+
+def save_checkpoint(path, unet_state: dict, vae_state: dict, clip_state: dict, metadata: dict,
+                    dtype=torch.float16) -> None:
+    """Write UNet, VAE and text encoder (SD checkpoint key layout) and ``metadata`` (JSON values)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for prefix, state in ((UNET_PREFIX, unet_state), (VAE_PREFIX, vae_state), (CLIP_PREFIX, clip_state)):
+        for key, value in state.items():
+            value = value.detach().to("cpu")
+            tensors[prefix + key] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"eye_demo": json.dumps(metadata, sort_keys=True)})
+
+
+def read_checkpoint(path=WEIGHTS) -> tuple[dict, dict, dict, dict]:
+    """(unet_state, vae_state, clip_state, metadata) from a file written by save_checkpoint."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the demo model's weights are missing at {path}. They ship with the pack; reinstall it, or train them "
+            "with `python -m eye_demo.training.train_vae` and `python -m eye_demo.training.train_unet`.")
+    states = {UNET_PREFIX: {}, VAE_PREFIX: {}, CLIP_PREFIX: {}}
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = json.loads((handle.metadata() or {}).get("eye_demo", "{}"))
+        for key in handle.keys():
+            for prefix, state in states.items():
+                if key.startswith(prefix):
+                    state[key[len(prefix):]] = handle.get_tensor(key)
+    return states[UNET_PREFIX], states[VAE_PREFIX], states[CLIP_PREFIX], metadata
+
+
+def unet_config() -> dict:
+    """The UNet configuration ComfyUI's SD15 model class takes."""
+    return dict(UNET_CONFIG)
+
+
+def load_model(unet_state: dict):
+    """A ModelPatcher around an SD1.5-type BaseModel with the demo UNet, on ComfyUI's devices and dtype."""
+    import comfy.model_base
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+    import comfy.utils
+
+    config = comfy.supported_models.SD15(unet_config())
+    load_device = comfy.model_management.get_torch_device()
+    parameters = sum(v.numel() for v in unet_state.values())
+    unet_dtype = comfy.model_management.unet_dtype(model_params=parameters,
+                                                   supported_dtypes=list(config.supported_inference_dtypes))
+    manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
+    config.set_inference_dtype(unet_dtype, manual_cast)
+    initial_device = comfy.model_management.unet_inital_load_device(parameters, unet_dtype)
+    base = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device=initial_device)
+    missing, unexpected = base.diffusion_model.load_state_dict(
+        {k: v.to(unet_dtype) for k, v in unet_state.items()}, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"the demo UNet's weights do not fit its layout (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}): the weights file is damaged or from another version of the pack")
+    base.eval()
+    return comfy.model_patcher.ModelPatcher(base, load_device=load_device,
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def load_vae(vae_state: dict):
+    """A comfy.sd.VAE around the demo AutoencoderKL."""
+    import comfy.sd
+
+    config = {"params": {"ddconfig": dict(VAE_DDCONFIG), "embed_dim": 4}}
+    vae = comfy.sd.VAE(sd={k: v.float() for k, v in vae_state.items()}, config=config)
+    return vae
+
+
+def load_clip(clip_state: dict):
+    """A comfy.sd.CLIP with the demo text encoder's weights."""
+    import comfy.sd
+
+    clip = comfy.sd.CLIP(_clip_target(), model_options=_clip_options())
+    missing, unexpected = clip.load_sd({k: v.float() for k, v in clip_state.items()}, full_model=True)
+    missing = [k for k in missing if "logit_scale" not in k and "text_projection" not in k]
+    if missing:
+        raise ValueError(f"the demo text encoder's weights are incomplete (missing {missing[:3]})")
+    return clip
+
+
+def load_demo(path=WEIGHTS):
+    """(MODEL, CLIP, VAE, metadata) of the shipped demo model."""
+    unet_state, vae_state, clip_state, metadata = read_checkpoint(path)
+    return load_model(unet_state), load_clip(clip_state), load_vae(vae_state), metadata
