@@ -23,6 +23,7 @@ def import_comfyui(cpu: bool = True) -> Path:
                          "(the one with main.py), or install it at ~/comfy/ComfyUI")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    import utils.extra_config  # noqa: F401  (ComfyUI's utils package, before comfy/utils.py can shadow it)
     import comfy.options
 
     comfy.options.enable_args_parsing(False)

@@ -10,7 +10,10 @@ as one safetensors file and loads that file back as (MODEL, CLIP, VAE).
   64 base channels, levels x1 x2 x2, one res block per level, self- and cross-attention
   at every level (16x16, 8x8 and 4x4 tokens for a 128 px image).
 - VAE: ``comfy.ldm.models.autoencoder.AutoencoderKL`` (downscale 8, 4 latent channels),
-  scaled so its latents times SD1.5's 0.18215 have unit variance, as SD1.5's do.
+  scaled so its latents times SD1.5's 0.18215 have unit variance, as SD1.5's do. 96 base
+  channels (not fewer: its GroupNorm has 32 groups, and with one or two channels a group it
+  normalises away the absolute colour of flat regions, which this world is made of), one
+  res block a level in the decoder and none in the encoder (besides the middle block).
 - Text encoder: ``comfy.sd1_clip.SD1ClipModel`` with SD1.5's tokenizer, 2 layers of width
   32, random and frozen (the prompt only has to name the species).
 """
@@ -19,11 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "eye_demo_model.safetensors"
+# EYE_DEMO_WEIGHTS points the loader at another file (a retrained model, say).
+WEIGHTS = Path(os.environ.get("EYE_DEMO_WEIGHTS") or Path(__file__).resolve().parent / "weights" /
+               "eye_demo_model.safetensors")
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model."
@@ -41,7 +47,7 @@ UNET_CONFIG = {
 }
 VAE_DDCONFIG = {
     "double_z": True, "z_channels": 4, "resolution": IMAGE_SIZE, "in_channels": 3, "out_ch": 3,
-    "ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+    "ch": 96, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 0, "attn_resolutions": [], "dropout": 0.0,
 }
 CLIP_CONFIG = {  # overrides of ComfyUI's CLIP-L configuration
     "hidden_size": CONTEXT_DIM, "intermediate_size": 2 * CONTEXT_DIM, "num_attention_heads": 2,

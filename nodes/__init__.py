@@ -19,6 +19,7 @@ NODE_FAMILIES = (
     "correspondence",
     "transfer",
     "sam",
+    "demo",
 )
 
 

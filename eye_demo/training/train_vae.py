@@ -2,9 +2,16 @@
 
     python -m eye_demo.training.train_vae --steps 6000
 
-Reconstruction (L1 + MSE) with a very small KL term, as Stable Diffusion's VAE; random
-64 px crops of 128 px renders (the network is convolutional); Adam with a cosine
-schedule. Every ``--every`` steps it writes a resumable state, a line of the loss log
+Reconstruction (L1 + MSE) with a very small KL term, as Stable Diffusion's VAE, on random
+64 px crops of 128 px renders (the network is convolutional); Adam at a constant rate
+after a warm-up, and an exponential moving average of the weights (what is kept), so a
+run stopped at any step equals a run asked for that many steps.
+
+Initialisation matters on a CPU budget (measured: 21.7 dB after 200 steps against 17-18 dB
+with ComfyUI's layers initialised as torch does): convolutions variance-preserving
+(std 1/sqrt(fan_in)), every residual branch ending at zero (each block starts as the
+identity), and the posterior nearly deterministic (log-variance -8; with unit variance the
+latents drown in sampling noise). Every ``--every`` steps it writes a resumable state, a line of the loss log
 (with the PSNR of full held-out renders) and prints progress. At the end the latents are
 rescaled so that, times SD1.5's 0.18215, they have unit variance, and the VAE is written
 to ``vae.pt`` in the run folder for ``train_unet``.
@@ -19,12 +26,28 @@ import numpy as np
 import torch
 
 from ..comfy_env import import_comfyui
-from .common import RUNS, LossLog, Progress, cosine_lr, cpu_seconds, load_state, save_state, setup_threads
+from .common import RUNS, LossLog, Progress, cpu_seconds, load_state, save_state, setup_threads
 from .data import render_dataset
 
 TRAIN_SEEDS = (0, 8192)
 HELD_OUT_SEEDS = (10_000_000, 64)
 KL_WEIGHT = 1e-6  # on the per-image KL sum, against the per-image L1 sum (Stable Diffusion's balance)
+INITIAL_LOGVAR = -8.0
+EMA_DECAY = 0.998
+
+
+def init_for_training(vae: torch.nn.Module) -> torch.nn.Module:
+    """Variance-preserving convolutions, residual branches ending at zero, a near-deterministic posterior."""
+    with torch.no_grad():
+        for name, module in vae.named_modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0.0, module.weight[0].numel() ** -0.5)
+                module.bias.zero_()
+            if name.endswith(("conv2", "proj_out")):  # the last layer of a ResnetBlock / AttnBlock branch
+                module.weight.zero_()
+                module.bias.zero_()
+        vae.quant_conv.bias[vae.quant_conv.out_channels // 2:] = INITIAL_LOGVAR
+    return vae
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -53,9 +76,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(RUNS / "vae"), help="run folder (state, loss log, result)")
     parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--every", type=int, default=250, help="steps between checkpoints and evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -72,13 +95,16 @@ def main(argv=None):
     images, _ = render_dataset(*TRAIN_SEEDS)
     held_out = to_tensor(render_dataset(*HELD_OUT_SEEDS)[0])
 
-    vae = build_vae_module()
+    vae = init_for_training(build_vae_module())
+    ema = build_vae_module().requires_grad_(False)
+    ema.load_state_dict(vae.state_dict())
     optimiser = torch.optim.Adam(vae.parameters(), lr=args.lr, betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(args.seed)
     step, wall, cpu = 0, 0.0, 0.0
     state = load_state(run / "state.pt")
     if state is not None:
         vae.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         step, wall, cpu = state["step"], state["wall"], state["cpu"]
@@ -96,7 +122,7 @@ def main(argv=None):
         if torch.rand((), generator=generator) < 0.5:
             batch = batch.flip(-1)
         for group in optimiser.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr)
+            group["lr"] = args.lr * min(1.0, (step + 1) / 200)
         moments = vae.quant_conv(vae.encoder(batch))
         mean, logvar = moments.chunk(2, dim=1)
         logvar = logvar.clamp(-30.0, 20.0)
@@ -110,24 +136,26 @@ def main(argv=None):
         loss.backward()
         optimiser.step()
         step += 1
-        running.append(float(l1))
-        progress.update(1, l1=float(l1))
+        with torch.no_grad():
+            decay = min(EMA_DECAY, (1 + step) / (10 + step))
+            for e, p in zip(ema.parameters(), vae.parameters()):
+                e.lerp_(p, 1 - decay)
+        running.append(l1.item())
+        progress.update(1, l1=running[-1])
         if step % args.every == 0 or step == args.steps:
             wall_now = wall + time.time() - started
             cpu_now = cpu + cpu_seconds() - cpu_started
-            vae.eval()
-            score = psnr(reconstruct(vae, held_out), held_out)
-            vae.train()
+            score = psnr(reconstruct(ema.eval(), held_out), held_out)
             log.write(step=step, l1=float(np.mean(running)), kl=float(kl), psnr=score, lr=optimiser.param_groups[0]["lr"],
                       wall=wall_now, cpu=cpu_now, samples=step * args.batch)
             progress.bar and progress.bar.write(f"step {step}: held-out PSNR {score:.2f} dB, L1 {np.mean(running):.4f}")
             running = []
-            save_state(run / "state.pt", model=vae.state_dict(), optimiser=optimiser.state_dict(),
+            save_state(run / "state.pt", model=vae.state_dict(), ema=ema.state_dict(), optimiser=optimiser.state_dict(),
                        generator=generator.get_state(), step=step, wall=wall_now, cpu=cpu_now)
     progress.close()
 
     # Latent scale: k * raw latents have SD1.5's spread, so 0.18215 brings them to unit variance.
-    vae.eval()
+    vae = ema.eval()
     with torch.no_grad():
         sample = to_tensor(images[:512])
         raw = torch.cat([vae.quant_conv(vae.encoder(c)).chunk(2, dim=1)[0] for c in sample.split(32)])

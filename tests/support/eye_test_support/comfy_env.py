@@ -24,6 +24,7 @@ def import_comfy():
     root = str(comfyui_path())
     if root not in sys.path:
         sys.path.insert(0, root)
+    import utils.extra_config  # noqa: F401  (ComfyUI's utils package, as main.py imports it first)
     import comfy.options
 
     comfy.options.enable_args_parsing(False)
