@@ -24,7 +24,12 @@ STRUCTURE = "structure"
 FEATURE = "feature"  # Q, K and V all from the rearranged features (the paper's choice)
 VALUE = "value"  # only V
 KEY_VALUE = "key-value"  # K and V
-INJECTION_MODES = (FEATURE, VALUE, KEY_VALUE)
+# No explicit correspondence: the output's queries attend to the reference's keys and values
+# (Cross-Image Attention, Alaluf et al. 2024), the baseline the paper argues against.
+IMPLICIT = "implicit (cross-image attention)"
+INJECTION_MODES = (FEATURE, VALUE, KEY_VALUE, IMPLICIT)
+# Cross-Image Attention sharpens its attention maps: p' = clip((p - mean_row(p)) * 1.67 + mean_row(p), 0, 1).
+CIA_CONTRAST = 1.67
 
 # Guidance treatments (METHOD.md §8).
 OFFICIAL = "official (asymmetric)"
@@ -147,8 +152,8 @@ def inject(n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, rows, ne
     Returns fresh (n, context, value) tensors; the inputs are not modified. With
     ``feature`` injection Q, K and V are all computed from the new features.
     """
-    if mode not in INJECTION_MODES:
-        raise ValueError(f"injection mode must be one of {INJECTION_MODES}, got {mode!r}")
+    if mode not in INJECTION_MODES or mode == IMPLICIT:
+        raise ValueError(f"injection mode must be one of {INJECTION_MODES[:3]}, got {mode!r}")
     index = torch.as_tensor(rows, device=n.device, dtype=torch.long)
 
     def put(tensor):
@@ -161,6 +166,44 @@ def inject(n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, rows, ne
     if mode == VALUE:
         return n, context, put(value)
     return n, put(context), put(value)
+
+
+def cross_image_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                          key_mask: torch.Tensor | None = None, contrast: float = CIA_CONTRAST,
+                          chunk: int = 1024) -> torch.Tensor:
+    """Attention of ``q`` (B, N_q, heads*d) over another image's ``k``, ``v`` (1 or B, N_k, heads*d).
+
+    As Cross-Image Attention computes it: softmax(q k^T / sqrt(d)) per head, then the contrast
+    ``clip((p - mean) * contrast + mean, 0, 1)`` with the mean over each query's row, not
+    renormalised. ``key_mask`` (1 or B, N_k) bool keeps keys inside it only (a row with no
+    key left attends to every key). Queries are processed in chunks of ``chunk`` to bound
+    memory (the attention map of one chunk: B * heads * chunk * N_k floats).
+    """
+    batch, n_q, width = q.shape
+    d = width // heads
+    k = k.expand(batch, -1, -1).reshape(batch, -1, heads, d).transpose(1, 2)
+    v = v.expand(batch, -1, -1).reshape(batch, -1, heads, d).transpose(1, 2)
+    bias = None
+    if key_mask is not None:
+        keep = key_mask.to(q.device).expand(batch, -1)
+        keep = keep | ~keep.any(dim=1, keepdim=True)
+        bias = torch.zeros(keep.shape, dtype=torch.float32, device=q.device).masked_fill(~keep, float("-inf"))
+        bias = bias[:, None, None, :]
+    out = []
+    for start in range(0, n_q, chunk):
+        part = q[:, start:start + chunk].reshape(batch, -1, heads, d).transpose(1, 2)
+        logits = (part.float() @ k.float().transpose(-1, -2)) / math.sqrt(d)
+        if bias is not None:
+            logits = logits + bias
+        probs = torch.softmax(logits, dim=-1)
+        if contrast != 1.0:
+            mean = probs.mean(dim=-1, keepdim=True) if bias is None else \
+                probs.sum(dim=-1, keepdim=True) / torch.isfinite(bias).sum(dim=-1, keepdim=True)
+            probs = ((probs - mean) * contrast + mean).clamp(0.0, 1.0)
+            if bias is not None:
+                probs = probs.masked_fill(~torch.isfinite(bias), 0.0)
+        out.append((probs @ v.float()).transpose(1, 2).reshape(batch, -1, heads * d))
+    return torch.cat(out, dim=1).to(q.dtype)
 
 
 # Which decoder self-attention levels the transfer edits, by name (levels listed finest first).

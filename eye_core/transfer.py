@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .correspondence import Correspondence, resize_mask
-from .rearrange import (NOTHING, OFFICIAL, REARRANGE, STRUCTURE, SYMMETRIC, TransferSchedule, blend, edited_rows,
-                        inject, rearranged)
+from .rearrange import (CIA_CONTRAST, FEATURE, IMPLICIT, NOTHING, OFFICIAL, REARRANGE, STRUCTURE, SYMMETRIC,
+                        TransferSchedule, blend, cross_image_attention, edited_rows, inject, rearranged)
 from .trajectory import Trajectory
 
 REFERENCE = "reference"
@@ -48,6 +48,7 @@ class TransferPlan:
     correspondence: Correspondence | None = None
     target_mask: torch.Tensor | None = None
     reference_mask: torch.Tensor | None = None
+    contrast: float = CIA_CONTRAST  # implicit mode only
     _resampled: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):
@@ -144,8 +145,11 @@ class TransferPlan:
         """Edit one self-attention layer's inputs (n, context, value: (rows, N, C)).
 
         ``features`` maps (role, kind) to (tokens (1 or B, N_src, C), grid_src) for this
-        layer. Returns new (n, context, value); the inputs are not modified.
+        layer. Returns new (n, context, value); the inputs are not modified. In implicit
+        mode rearrangement happens in :meth:`attend` instead, and this passes through.
         """
+        if self.injection == IMPLICIT and info.action == REARRANGE:
+            return n, context, value
         chunks = len(cond_or_uncond)
         rows_per_chunk = n.shape[0] // chunks
         edited = []
@@ -170,21 +174,51 @@ class TransferPlan:
             return n, context, value
         rows = [chunk * rows_per_chunk + r for chunk, _ in edited for r in range(rows_per_chunk)]
         new_rows = torch.cat([tensor for _, tensor in edited])
-        return inject(n, context, value, rows, new_rows, self.injection)
+        return inject(n, context, value, rows, new_rows, FEATURE if self.injection == IMPLICIT else self.injection)
+
+    def attend(self, q, k, v, info: StepInfo, cond_or_uncond, grid, features, heads: int, project, attention):
+        """Implicit mode's self-attention output (rows, N, heads*d) for one layer.
+
+        On rearrangement steps the edited rows' queries inside the target mask attend to the
+        reference's keys and values (``project(tokens) -> (k, v)`` with the layer's own
+        projections), inside the reference mask, with Cross-Image Attention's contrast;
+        every other query keeps its own attention ``attention(q, k, v)``.
+        """
+        own = attention(q, k, v)
+        if self.injection != IMPLICIT or info.action != REARRANGE:
+            return own
+        chunks = len(cond_or_uncond)
+        rows_per_chunk = q.shape[0] // chunks
+        out = None
+        for chunk, kind in enumerate(cond_or_uncond):
+            if not edited_rows([kind], rows_per_chunk, info.action, self.guidance):
+                continue
+            tokens, source_grid = features[(REFERENCE, int(kind))]
+            reference_k, reference_v = project(tokens.to(q.device, q.dtype))
+            target_mask, reference_mask = self._masks_at(grid, source_grid, q.device)
+            rows = slice(chunk * rows_per_chunk, (chunk + 1) * rows_per_chunk)
+            cross = cross_image_attention(q[rows], reference_k, reference_v, heads,
+                                          None if reference_mask is None else reference_mask.flatten(1),
+                                          self.contrast)
+            if target_mask is not None:
+                cross = torch.where(target_mask.flatten(1)[..., None], cross, own[rows])
+            out = own.clone() if out is None else out
+            out[rows] = blend(own[rows], cross, self.strength)
+        return own if out is None else out
 
 
 def check_pair(reference: Trajectory, structure: Trajectory) -> None:
-    """Raise a clear error when two trajectories cannot be transferred between."""
+    """Raise a clear error when two trajectories cannot be transferred between (the caller names its node)."""
     if reference.sigmas.shape != structure.sigmas.shape or not torch.allclose(reference.sigmas, structure.sigmas,
                                                                               rtol=1e-5, atol=0):
         raise ValueError(
-            "Apply Appearance Transfer: the reference and structure trajectories have different schedules "
+            "the reference and structure trajectories have different schedules "
             f"({reference.total_steps} steps skipping {reference.start_step} vs {structure.total_steps} skipping "
             f"{structure.start_step}). Invert both images with the same steps and skip_steps on the same model."
         )
     if reference.latent_shape[0] not in (1, structure.latent_shape[0]):
         raise ValueError(
-            f"Apply Appearance Transfer: the reference holds {reference.latent_shape[0]} images and the structure "
+            f"the reference holds {reference.latent_shape[0]} images and the structure "
             f"{structure.latent_shape[0]}; use one reference for all targets, or one per target."
         )
 

@@ -272,6 +272,42 @@ def test_fixed_correspondence(pair, custom_sampler_nodes):
     assert out.shape == start["samples"].shape and torch.isfinite(out).all()
 
 
+def test_implicit_attention_baseline(pair, tiny, custom_sampler_nodes):
+    """The Cross-Image Attention baseline: the reference steers the result through attention alone,
+    the background query tokens (outside the target mask) keep their own attention, and the model is
+    left as it was."""
+    from eye_for_an_eye.eye_core.rearrange import IMPLICIT
+
+    model, pos, neg, target, reference, start, sigmas = pair
+    options_before = copy.deepcopy(model.model_options)
+    replay = run(inversion.TrajectorySampler, trajectory=target)[0]
+    plain = sample(custom_sampler_nodes, model, pos, neg, 2.5, replay, sigmas, start)
+    implicit = apply(model, reference, target, injection=IMPLICIT)
+    out = sample(custom_sampler_nodes, implicit, pos, neg, 2.5, replay, sigmas, start)
+    assert torch.isfinite(out).all() and (out - plain).abs().max() > 1e-3
+    other, _, _ = invert(model, tiny.vae_like_latent(1, 24, 16, seed=7), pos, neg)
+    steered = sample(custom_sampler_nodes, apply(model, other, target, injection=IMPLICIT), pos, neg, 2.5, replay,
+                     sigmas, start)
+    assert (steered - out).abs().max() > 1e-3  # another reference, another result
+    # a target mask that leaves nothing to edit (and no structure injection): no transfer at all
+    nothing = torch.zeros(1, 16, 24)
+    nothing[0, 0, 0] = 1.0  # not empty (refused), but covering no token at any attention grid
+    untouched = sample(custom_sampler_nodes, apply(model, reference, target, injection=IMPLICIT, structure_end=0.0,
+                                                   target_mask=nothing), pos, neg, 2.5, replay, sigmas, start)
+    assert torch.allclose(untouched, plain, atol=1e-4)
+    assert same_structure(model.model_options, options_before)
+
+
+def test_implicit_attention_takes_no_correspondence(pair):
+    from eye_for_an_eye.eye_core.rearrange import IMPLICIT
+    from eye_for_an_eye.eye_core.correspondence import match
+
+    model, pos, neg, target, reference, start, sigmas = pair
+    corr = match(torch.randn(1, 4, 2, 3), torch.randn(1, 4, 3, 2))
+    with pytest.raises(ValueError, match="implicit.*disconnect the correspondence"):
+        apply(model, reference, target, injection=IMPLICIT, correspondence=corr)
+
+
 # ---------------------------------------------------------------- errors, interruption
 
 def test_unsupported_model_is_refused_when_applied(pair):

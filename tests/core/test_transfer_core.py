@@ -139,3 +139,51 @@ def test_fixed_correspondence_obeys_the_patch_masks():
     assert (index[:, 6:] == -1).all()  # outside the target mask: unmatched, keeps its own features
     matched = index[index >= 0]
     assert matched.numel() > 0 and (matched // 12 < 4).all()  # never a reference token outside its mask
+
+
+# ---------------------------------------------------------------- implicit (Cross-Image Attention) baseline
+
+def _naive_cross_attention(q, k, v, heads, keep, contrast):
+    """One query at a time, one head at a time: the definition the vectorised version must equal."""
+    batch, n_q, width = q.shape
+    d = width // heads
+    out = torch.zeros(batch, n_q, width, dtype=torch.float64)
+    for b in range(batch):
+        for h in range(heads):
+            cols = slice(h * d, (h + 1) * d)
+            valid = [j for j in range(k.shape[1]) if keep is None or keep[0, j]]
+            for i in range(n_q):
+                logits = torch.tensor([float(q[b, i, cols] @ k[0, j, cols]) / d ** 0.5 for j in valid],
+                                      dtype=torch.float64)
+                p = torch.softmax(logits, 0)
+                p = ((p - p.mean()) * contrast + p.mean()).clamp(0, 1)
+                out[b, i, cols] = sum(p[t] * v[0, j, cols].double() for t, j in enumerate(valid))
+    return out
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cross_image_attention_matches_its_definition(masked):
+    from eye_for_an_eye.eye_core.rearrange import cross_image_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 5, 8, generator=g), torch.randn(1, 7, 8, generator=g), torch.randn(1, 7, 8, generator=g))
+    keep = torch.tensor([[True, False, True, True, False, True, True]]) if masked else None
+    out = cross_image_attention(q, k, v, heads=2, key_mask=keep, contrast=1.67, chunk=2)
+    assert torch.allclose(out.double(), _naive_cross_attention(q, k, v, 2, keep, 1.67), atol=1e-5)
+
+
+def test_cross_image_attention_without_contrast_is_plain_attention_and_masked_keys_do_not_count():
+    from eye_for_an_eye.eye_core.rearrange import cross_image_attention
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn(1, 6, 8, generator=g), torch.randn(1, 9, 8, generator=g), torch.randn(1, 9, 8, generator=g)
+    heads = 2
+    split = lambda t: t.reshape(1, -1, heads, 4).transpose(1, 2)  # noqa: E731
+    plain = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v))
+    assert torch.allclose(cross_image_attention(q, k, v, heads, contrast=1.0), plain.transpose(1, 2).reshape(1, 6, 8),
+                          atol=1e-6)
+    keep = torch.zeros(1, 9, dtype=torch.bool)
+    keep[0, :4] = True
+    changed = k.clone()
+    changed[0, 4:] = 100.0
+    assert torch.allclose(cross_image_attention(q, k, v, heads, keep), cross_image_attention(q, changed, v, heads, keep))
