@@ -27,7 +27,9 @@ Semantics (the contract the tests pin down)
   batch. They are resized to the token grid with ``F.interpolate(mode="bilinear",
   align_corners=False)`` (no antialiasing, as the authors did: a large downscale samples
   the mask near each token centre) and a token is inside when the value is ``>= 0.5``.
-  A reference mask that leaves no token at the grid raises ``ValueError``.
+  A mask (reference or target) that leaves no token at the grid raises ``ValueError``
+  naming the grid: a reference mask could match nothing, a target mask would leave every
+  target token unmatched, a silent no-op either way.
 * **Mutual.** A match ``i -> j`` is mutual when no target token inside the target mask
   is more similar to ``j`` than ``i`` is (``i`` attains the maximum of column ``j``), and
   ``i`` is the lowest-index such token among those matched to ``j``. Without exact ties
@@ -51,9 +53,9 @@ the normalised float copies plus one ``(B, chunk, N_r)`` similarity block; see
 :func:`chunk_rows`). A 128x128 target against a 128x128 reference (16k x 16k tokens)
 fits in the default 256 MiB. The kernel (:func:`nearest_neighbours`) has no Python loop
 over tokens and no host synchronisation (no ``.item()``, ``.cpu()``, ``nonzero``), so it
-can run inside sampling on a GPU. The only host-side check is the empty-reference-mask
-test in :func:`match` (free for CPU masks, one sync for a GPU mask); ``check_masks=False``
-skips it, and an empty reference mask then leaves that row unmatched rather than
+can run inside sampling on a GPU. The only host-side check is the empty-mask test in
+:func:`match` (free for CPU masks, one sync for a GPU mask); ``check_masks=False`` skips
+it, and an empty reference mask then leaves that row unmatched rather than
 choosing a masked-out token.
 """
 
@@ -121,7 +123,25 @@ def resize_mask(mask: torch.Tensor, grid: Grid, *, name: str = "mask") -> torch.
     return m[:, 0] >= 0.5
 
 
-def _prepare_mask(mask, grid, batch, device, name, check_nonempty):
+def empty_rows(valid: torch.Tensor) -> list:
+    """Batch rows of a bool ``(B, h, w)`` token mask that hold no token (one host sync)."""
+    empty = ~valid.flatten(1).any(dim=1)
+    return [i for i, e in enumerate(empty.tolist()) if e] if bool(empty.any()) else []
+
+
+def no_token_message(name: str, role: str, grids, rows: list, fix: str = "") -> str:
+    """Why a mask that is not empty can still select nothing: it leaves no token at the token grid(s)."""
+    grids = [tuple(grids)] if isinstance(grids[0], int) else sorted((tuple(g) for g in grids), reverse=True)
+    fix = fix or (f"draw a larger mask (a larger SAM box), or pass none to use the whole {role} image")
+    where = (f"the {grids[0][0]}x{grids[0][1]} token grid" if len(grids) == 1 else
+             "the " + ", ".join(f"{h}x{w}" for h, w in grids[:-1]) + f" and {grids[-1][0]}x{grids[-1][1]} token grids")
+    h, w = grids[0]
+    return (f"{name} leaves no {role} token at {where} (batch row(s) {rows}; masks are resized bilinearly to the "
+            f"grid and a token is inside where the value is >= 0.5). The mask is empty or thinner than one token "
+            f"(~1/{h} of the image height, 1/{w} of its width): {fix}.")
+
+
+def _prepare_mask(mask, grid, batch, device, name, check_nonempty, role="reference"):
     if mask is None:
         return None
     valid = resize_mask(mask, grid, name=name)
@@ -131,16 +151,9 @@ def _prepare_mask(mask, grid, batch, device, name, check_nonempty):
             f"(batch 1, shared by every image) or one per target image."
         )
     if check_nonempty:
-        empty = ~valid.flatten(1).any(dim=1)
-        if bool(empty.any()):  # host sync only when the mask lives on a GPU
-            rows = [i for i, e in enumerate(empty.tolist()) if e]
-            raise ValueError(
-                f"{name} leaves no reference token at the {grid[0]}x{grid[1]} token grid "
-                f"(batch row(s) {rows}; masks are resized bilinearly and a token is inside "
-                f"where the value is >= 0.5). The mask is empty or thinner than one token "
-                f"(~1/{grid[0]} of the image height, 1/{grid[1]} of its width): draw a larger mask, "
-                f"or pass none to match against the whole reference."
-            )
+        rows = empty_rows(valid)  # host sync only when the mask lives on a GPU
+        if rows:
+            raise ValueError(no_token_message(name, role, grid, rows))
     return valid.to(device)
 
 
@@ -350,7 +363,7 @@ def match(
     ``chunk_size`` (target rows per block) overrides ``memory_budget`` (bytes of extra
     peak memory, default 256 MiB). ``mutual=False`` skips the mutual check (a little
     faster; ``Correspondence.mutual`` is then None). ``check_masks=False`` skips the
-    host-side empty-reference-mask check (see module docstring).
+    host-side empty-mask check (see module docstring).
     Inputs are never modified.
     """
     t_tok, t_grid = _as_tokens(target, target_grid, "target")
@@ -364,14 +377,17 @@ def match(
         )
     if B < 1 or b_r not in (1, B):
         raise ValueError(
-            f"reference batch is {b_r} but target batch is {B}; the reference batch must be 1 "
-            f"or {B} (one reference shared by all targets, or one per target)."
+            f"the reference holds {b_r} images but the target {B}: use one reference image for every target, "
+            f"or one reference per target ({B})."
+            if B > 1 else
+            f"the reference holds {b_r} images but the target only one: use one reference image per target "
+            "(or a batch of as many targets as references)."
         )
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size={chunk_size}; it must be a positive number of target tokens, or None.")
     dev = t_tok.device
-    t_valid = _prepare_mask(target_mask, t_grid, B, dev, "target_mask", False)
-    r_valid = _prepare_mask(reference_mask, r_grid, B, dev, "reference_mask", check_masks)
+    t_valid = _prepare_mask(target_mask, t_grid, B, dev, "target_mask", check_masks, "target")
+    r_valid = _prepare_mask(reference_mask, r_grid, B, dev, "reference_mask", check_masks, "reference")
 
     itemsize = 8 if _compute_dtype(t_tok, r_tok) == torch.float64 else 4
     if chunk_size is None:
@@ -406,6 +422,8 @@ class Correspondence:
     the match (0 where unmatched). ``mutual``: (B, N_t) bool, or None if not computed.
     ``target_grid``/``reference_grid``: (h, w). ``target_mask``/``reference_mask``: bool
     (1 or B, h, w) at those grids as used, or None when no mask was given.
+    ``target_origin``/``reference_origin``: the model and images the features came from
+    (fingerprint.Origin), or None; kept by :meth:`to` and :meth:`resample`.
     """
 
     index: torch.Tensor
@@ -415,6 +433,8 @@ class Correspondence:
     reference_grid: Grid
     target_mask: Optional[torch.Tensor] = None
     reference_mask: Optional[torch.Tensor] = None
+    target_origin: object = None
+    reference_origin: object = None
 
     def __post_init__(self):
         object.__setattr__(self, "target_grid", _grid(self.target_grid, "target_grid"))
@@ -636,6 +656,8 @@ class Correspondence:
             reference_grid=(HR, WR),
             target_mask=tgt_mask,
             reference_mask=ref_mask,
+            target_origin=self.target_origin,
+            reference_origin=self.reference_origin,
         )
 
 

@@ -19,7 +19,8 @@ class FeatureMap:
 
     ``features`` is (B, C, h, w) float32, not normalised (matching normalises);
     ``layer`` names the decoder level, ``timestep`` the noise level, ``latent_size`` the
-    (H, W) of the latent it came from (the image is 8x larger).
+    (H, W) of the latent it came from (the image is 8x larger); ``origin`` the model and
+    images they were read from (a fingerprint.Origin), or None.
     """
 
     features: torch.Tensor
@@ -27,6 +28,7 @@ class FeatureMap:
     timestep: int
     latent_size: tuple
     ensemble: int
+    origin: object = None
 
     @property
     def grid(self) -> tuple:

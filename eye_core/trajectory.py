@@ -47,6 +47,8 @@ class Trajectory:
     extras: dict = field(default_factory=dict)
     # Decoder self-attention inputs captured during inversion (a FeatureBank), or None.
     features: object = None
+    # The model and the image it was inverted from (a fingerprint.Origin), or None.
+    origin: object = None
 
     def __post_init__(self):
         steps = self.sigmas.shape[0] - 1
@@ -130,13 +132,13 @@ class Trajectory:
         batch, channels, height, width = self.latent_shape
         if x.ndim != 4 or tuple(x.shape[1:]) != (channels, height, width):
             raise ValueError(
-                f"The {what} has shape {tuple(x.shape)} but the trajectory was inverted from a latent of shape "
+                f"the {what} has shape {tuple(x.shape)} but the trajectory was inverted from a latent of shape "
                 f"{self.latent_shape} (image {width * 8}x{height * 8} px). Use the LATENT output of the same "
                 "Invert Latent node, or invert an image of this size."
             )
         if x.shape[0] != batch and batch != 1:
             raise ValueError(
-                f"The {what} has a batch of {x.shape[0]} but the trajectory holds {batch}. Use the LATENT output "
+                f"the {what} has a batch of {x.shape[0]} but the trajectory holds {batch}. Use the LATENT output "
                 "of the same Invert Latent node."
             )
 

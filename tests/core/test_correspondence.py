@@ -277,11 +277,28 @@ def test_masks_of_any_size_and_layout():
     assert result.reference_mask.all()
 
 
-def test_empty_target_mask_gives_no_matches():
+def test_empty_target_mask_is_refused_and_gives_no_matches_without_the_check():
     target = torch.randn(1, 4, 5, 5)
-    result = match(target, torch.randn(1, 4, 5, 5), torch.zeros(5, 5))
+    with pytest.raises(ValueError, match=r"(?s)target_mask leaves no target token at the 5x5 token grid.*row\(s\) \[0\]"
+                                         r".*larger mask"):
+        match(target, torch.randn(1, 4, 5, 5), torch.zeros(5, 5))
+    result = match(target, torch.randn(1, 4, 5, 5), torch.zeros(5, 5), check_masks=False)
     assert not result.matched.any()
     assert (result.index == -1).all()
+
+
+def test_target_mask_with_pixels_but_no_token_is_refused_naming_the_grid():
+    # a 12-pixel-wide stripe of a 256-pixel-wide mask between two token centres of a 16x16 grid
+    stripe = torch.zeros(1, 256, 256)
+    stripe[:, :, 106:118] = 1.0
+    stripe_copy = stripe.clone()
+    with pytest.raises(ValueError, match=r"(?s)target_mask leaves no target token at the 16x16 token grid.*1/16"):
+        match(torch.randn(1, 8, 16, 16), torch.randn(1, 8, 16, 16), target_mask=stripe)
+    assert torch.equal(stripe, stripe_copy)  # nothing mutated
+    # the same stripe at a grid fine enough to hold it: matched inside it only
+    result = match(torch.randn(1, 8, 64, 64), torch.randn(1, 8, 64, 64), target_mask=stripe)
+    columns = result.matched.reshape(64, 64).any(dim=0).nonzero().flatten().tolist()
+    assert columns == [26, 27, 28, 29]
 
 
 def test_empty_reference_mask_without_check_is_safe():
@@ -540,8 +557,12 @@ def test_bad_inputs_raise_clear_errors():
         match(t.flatten(2).transpose(1, 2), r.flatten(2).transpose(1, 2), target_grid=(3, 5), reference_grid=(4, 4))
     with pytest.raises(ValueError, match=r"(?s)target_grid.*does not agree"):
         match(t, r, target_grid=(2, 8))
-    with pytest.raises(ValueError, match=r"(?s)batch.*reference.*1 or 2"):
+    with pytest.raises(ValueError, match=r"^the reference holds 3 images but the target 2: use one reference image "
+                                         r"for every target, or one reference per target \(2\)\.$"):
         match(torch.randn(2, 8, 4, 4), torch.randn(3, 8, 4, 4))
+    with pytest.raises(ValueError, match=r"^the reference holds 2 images but the target only one: use one reference "
+                                         r"image per target"):
+        match(torch.randn(1, 8, 4, 4), torch.randn(2, 8, 4, 4))
     with pytest.raises(ValueError, match=r"(?s)target_mask.*batch"):
         match(torch.randn(2, 8, 4, 4), r, target_mask=torch.ones(3, 4, 4))
     with pytest.raises(ValueError, match=r"(?s)target_mask.*\(H, W\), \(B, H, W\) or \(B, 1, H, W\)"):
