@@ -6,7 +6,8 @@ image. This module holds the parts that need no ComfyUI and no ``segment_anythin
 import:
 
 * parsing the prompt text users type into a node (boxes ``"x0,y0,x1,y1; ..."``, points
-  ``"x,y; ..."``) with errors that name the input and the expected format;
+  ``"x,y; ..."``, in pixels or relative to the image size: ``"0.1,0.1,0.9,0.9"``,
+  ``"10%,10%,90%,90%"``) with errors that name the input and the expected format;
 * clipping boxes to the image;
 * reading a checkpoint (``map_location="cpu"``, ``weights_only=True``) and telling its
   architecture from the file name or the weights;
@@ -33,9 +34,11 @@ CHECKPOINT_NAMES = {arch: f"sam_hq_{arch}.pth" for arch in ARCHITECTURES}
 DOWNLOAD_URL = "https://huggingface.co/lkeab/hq-sam"
 PROJECT_URL = "https://github.com/SysCV/sam-hq#model-checkpoints"
 
-BOX_FORMAT = ("'x0,y0,x1,y1' in pixels (left, top, right, bottom), several boxes separated by ';' or new lines, "
-              "e.g. '10,20,200,180; 220,40,300,120'")
-POINT_FORMAT = "'x,y' in pixels, several points separated by ';' or new lines, e.g. '120,80; 140,96'"
+BOX_FORMAT = ("'x0,y0,x1,y1' (left, top, right, bottom) in pixels, or as fractions of the image's width and height "
+              "(all four between 0 and 1, written with a decimal point: '0.1,0.1,0.9,0.9') or in percent "
+              "('10%,10%,90%,90%'); several boxes separated by ';' or new lines, e.g. '10,20,200,180; 220,40,300,120'")
+POINT_FORMAT = ("'x,y' in pixels, or as fractions ('0.5,0.4') or percentages ('50%,40%') of the image's width and "
+                "height; several points separated by ';' or new lines, e.g. '120,80; 140,96'")
 
 _GROUP_SPLIT = re.compile(r"[;\n\r]+")
 _NUMBER_SPLIT = re.compile(r"[,\s]+")
@@ -46,6 +49,8 @@ _VIT_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 class PromptError(ValueError):
     """A box or point prompt cannot be read or does not fit the image."""
 
+    __module__ = "eye_for_an_eye"  # ComfyUI shows module.Class: not the install path of the pack
+
 
 # --------------------------------------------------------------------------- prompt text
 
@@ -55,28 +60,47 @@ def _groups(text: str | None) -> list[str]:
     return [g.strip() for g in _GROUP_SPLIT.split(str(text)) if g.strip()]
 
 
-def _numbers(group: str, count: int, what: str, index: int, input_name: str, expected: str) -> list[float]:
+def _numbers(group: str, count: int, what: str, index: int, input_name: str, expected: str, size=None) -> list:
+    """The ``count`` numbers of one group, in pixels when ``size`` = (width, height) is given.
+
+    A group is relative when every number is a percentage ('10%') or when all numbers lie
+    in 0..1 and at least one is written with a decimal point ('0.1,0.1,0.9,0.9'): x values
+    are then fractions of the width, y values of the height. Without ``size`` relative
+    values are returned as fractions.
+    """
     body = group.strip().strip("[]()").strip()
     parts = [p for p in _NUMBER_SPLIT.split(body) if p]
+    percent = [p.endswith("%") for p in parts]
     try:
-        values = [float(p) for p in parts]
+        values = [float(p[:-1] if p.endswith("%") else p) for p in parts]
     except ValueError:
         values = None
     if values is None or len(values) != count or not all(math.isfinite(v) for v in values):
         raise PromptError(f"{input_name}: {what} {index} ('{group}') is not {count} numbers. Expected {expected}.")
+    if any(percent) and not all(percent):
+        raise PromptError(f"{input_name}: {what} {index} ('{group}') mixes percentages with other numbers; write all "
+                          f"{count} as percentages ('10%') or none. Expected {expected}.")
+    if all(percent):
+        values = [v / 100.0 for v in values]
+    relative = all(percent) or (all(0.0 <= v <= 1.0 for v in values) and any("." in p for p in parts))
+    if relative and size is not None:
+        width, height = size
+        values = [v * (width if k % 2 == 0 else height) for k, v in enumerate(values)]
     return values
 
 
-def parse_boxes(text: str | None, input_name: str = "boxes") -> list[tuple[float, float, float, float]]:
+def parse_boxes(text: str | None, input_name: str = "boxes", size=None) -> list[tuple[float, float, float, float]]:
     """``"x0,y0,x1,y1; x0,y0,x1,y1"`` -> a list of boxes (empty text -> empty list).
 
     Groups are separated by ``;`` or new lines, numbers by commas and/or spaces; brackets
-    around a group are ignored (a pasted ``[10, 20, 30, 40]`` works). A box must have
-    x1 > x0 and y1 > y0: a zero-area or inverted box is an error, not silently fixed.
+    around a group are ignored (a pasted ``[10, 20, 30, 40]`` works). Boxes in fractions or
+    percent of the image (see :func:`_numbers`) are turned into pixels of the ``size`` =
+    (width, height) image when it is given. A box must have x1 > x0 and y1 > y0: a
+    zero-area or inverted box is an error, not silently fixed.
     """
     boxes = []
     for index, group in enumerate(_groups(text), start=1):
-        x0, y0, x1, y1 = _numbers(group, 4, "box", index, input_name, BOX_FORMAT)
+        x0, y0, x1, y1 = _numbers(group, 4, "box", index, input_name, BOX_FORMAT, size)
         if x1 == x0 or y1 == y0:
             side = "width (x1 = x0)" if x1 == x0 else "height (y1 = y0)"
             raise PromptError(f"{input_name}: box {index} ('{group}') has zero area: zero {side}. A box is "
@@ -88,9 +112,9 @@ def parse_boxes(text: str | None, input_name: str = "boxes") -> list[tuple[float
     return boxes
 
 
-def parse_points(text: str | None, input_name: str = "points") -> list[tuple[float, float]]:
-    """``"x,y; x,y"`` -> a list of points (empty text -> empty list)."""
-    return [tuple(_numbers(group, 2, "point", index, input_name, POINT_FORMAT))
+def parse_points(text: str | None, input_name: str = "points", size=None) -> list[tuple[float, float]]:
+    """``"x,y; x,y"`` -> a list of points (empty text -> empty list); relative points as in :func:`parse_boxes`."""
+    return [tuple(_numbers(group, 2, "point", index, input_name, POINT_FORMAT, size))
             for index, group in enumerate(_groups(text), start=1)]
 
 
@@ -147,9 +171,10 @@ def build_prompts(boxes_text: str | None, positive_text: str | None, negative_te
     but points -> the points alone prompt one mask. Boxes and points -> every box is
     prompted together with all the points.
     """
-    boxes = parse_boxes(boxes_text, names[0])
-    positive = parse_points(positive_text, names[1])
-    negative = parse_points(negative_text, names[2])
+    size = (width, height)
+    boxes = parse_boxes(boxes_text, names[0], size)
+    positive = parse_points(positive_text, names[1], size)
+    negative = parse_points(negative_text, names[2], size)
     box_tensor = clip_boxes(boxes, width, height, names[0]) if boxes else None
     points = labels = None
     if positive or negative:

@@ -18,11 +18,12 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..eye_core.masks import (
     ARCHITECTURES,
     CHECKPOINT_NAMES,
+    PromptError,
     DOWNLOAD_URL,
     PROJECT_URL,
     architecture_from_name,
@@ -43,6 +44,8 @@ SAM_MODEL = "EYE_SAM_MODEL"
 AUTO_ARCHITECTURE = "auto (from file name)"
 DEVICES = ("auto", "GPU", "CPU")
 NO_CHECKPOINT = "(no SAM-HQ checkpoint in models/sams: see the tooltip)"
+# The checkpoint the README recommends and every example workflow names (the authors' choice).
+DEFAULT_CHECKPOINT = CHECKPOINT_NAMES["vit_l"]
 INSTALL_HINT = "pip install segment-anything-hq timm"
 # Working memory of one 1024x1024 SAM pass on the GPU (activations of the ViT-H encoder, with margin).
 WORKING_BYTES = 1536 * 1024 ** 2
@@ -51,9 +54,13 @@ WORKING_BYTES = 1536 * 1024 ** 2
 class SamDependencyError(ImportError):
     """segment-anything-hq or timm is missing."""
 
+    __module__ = "eye_for_an_eye"  # ComfyUI shows module.Class: not the install path of the pack
+
 
 class SamCheckpointError(FileNotFoundError):
     """No usable SAM-HQ checkpoint."""
+
+    __module__ = "eye_for_an_eye"
 
 
 def import_sam_hq():
@@ -68,7 +75,7 @@ def import_sam_hq():
         missing = getattr(error, "name", None) or "segment_anything_hq"
         package = "timm" if missing.split(".")[0] == "timm" else "segment-anything-hq"
         raise SamDependencyError(
-            f"The SAM-HQ nodes need the Python packages segment-anything-hq and timm ({package} is missing: "
+            f"Load SAM-HQ Model: the SAM-HQ nodes need the Python packages segment-anything-hq and timm ({package} is missing: "
             f"{error}). Install them into ComfyUI's Python environment: `{INSTALL_HINT}` (segment-anything-hq "
             "needs timm although it does not declare it), then restart ComfyUI. Every other Eye-for-an-eye node "
             "works without them."
@@ -92,6 +99,12 @@ def _missing_checkpoint_message(name: str) -> str:
 def _checkpoint_options() -> list[str]:
     names = _comfy.sam_checkpoint_names()
     return names if names else [NO_CHECKPOINT]
+
+
+def _default_checkpoint(options: list[str]) -> str:
+    """sam_hq_vit_l.pth when it is there (in any sams folder), else the first file."""
+    named = [name for name in options if os.path.basename(name) == DEFAULT_CHECKPOINT]
+    return named[0] if named else options[0]
 
 
 @dataclass
@@ -174,10 +187,10 @@ class LoadSAMHQModel(io.ComfyNode):
                 "and visits the GPU only while it segments. Needs the Python packages segment-anything-hq and timm."
             ),
             inputs=[
-                io.Combo.Input("checkpoint", options=options, default=options[0], tooltip=(
-                    f"A SAM-HQ checkpoint in models/sams (or a 'sams' folder of extra_model_paths.yaml): {expected}. "
-                    f"The authors use sam_hq_vit_l.pth; sam_hq_vit_tiny.pth is small and fast. Download: "
-                    f"{DOWNLOAD_URL}")),
+                io.Combo.Input("checkpoint", options=options, default=_default_checkpoint(options), tooltip=(
+                    f"A SAM-HQ checkpoint in models/sams (or a 'sams' folder of extra_model_paths.yaml; create "
+                    f"models/sams if it is missing): {expected}. Default: {DEFAULT_CHECKPOINT} (the authors' "
+                    f"choice) when it is there; sam_hq_vit_tiny.pth is small and fast. Download: {DOWNLOAD_URL}")),
                 io.Combo.Input("architecture", options=[AUTO_ARCHITECTURE, *ARCHITECTURES], default=AUTO_ARCHITECTURE,
                                tooltip="The network the checkpoint belongs to. auto reads it from the file name "
                                "(vit_tiny, vit_b, vit_l, vit_h), else from the weights; set it for renamed files."),
@@ -215,14 +228,19 @@ class SAMHQSegment(io.ComfyNode):
                 io.Image.Input("image", tooltip="The image(s) to segment; a batch is segmented image by image with "
                                "the same prompts."),
                 io.String.Input("boxes", default="", multiline=True, tooltip=(
-                    "Box prompts in pixels of the image: 'x0,y0,x1,y1' = left, top, right, bottom, e.g. "
-                    "'40,30,200,220'. Several boxes: separate them with ';' or new lines (one mask each). A box "
-                    "reaching outside the image is clipped. Empty: the whole image (or the points alone, if given).")),
+                    "Box prompts: 'x0,y0,x1,y1' = left, top, right, bottom, in pixels of the image (e.g. "
+                    "'40,30,200,220') or relative to its size, which fits any image: fractions of the width and "
+                    "height written with a decimal point ('0.1,0.1,0.9,0.9': from 10 % to 90 % of each side) or "
+                    "percentages ('10%,10%,90%,90%'). Several boxes: separate them with ';' or new lines (one mask "
+                    "each). A box reaching outside the image is clipped. Empty: the whole image (or the points "
+                    "alone, if given).")),
                 io.String.Input("positive_points", default="", multiline=False, tooltip=(
-                    "Optional points on the object, 'x,y' in pixels, several separated by ';' (e.g. '120,80; "
-                    "140,96'). They are added to every box prompt.")),
+                    "Optional points on the object, 'x,y' in pixels or relative like the boxes ('0.5,0.4', "
+                    "'50%,40%'), several separated by ';' (e.g. '120,80; 140,96'). They are added to every box "
+                    "prompt.")),
                 io.String.Input("negative_points", default="", multiline=False, tooltip=(
-                    "Optional points on what must NOT be in the mask, 'x,y' in pixels, separated by ';'.")),
+                    "Optional points on what must NOT be in the mask, 'x,y' in pixels or relative like the boxes, "
+                    "separated by ';'.")),
                 io.Boolean.Input("hq_token_only", default=True, tooltip=(
                     "On: the HQ output token's mask only (the authors' setting, finest boundaries). Off: the sum of "
                     "SAM's mask and the HQ mask.")),
@@ -246,7 +264,10 @@ class SAMHQSegment(io.ComfyNode):
         if image.ndim != 4 or image.shape[0] == 0 or min(image.shape[1:3]) == 0:
             raise ValueError(f"SAM-HQ Segment: the image is empty or not an IMAGE batch (shape {tuple(image.shape)})")
         batch, height, width = (int(s) for s in image.shape[:3])
-        prompts = build_prompts(boxes, positive_points, negative_points, width, height)
+        try:
+            prompts = build_prompts(boxes, positive_points, negative_points, width, height)
+        except PromptError as error:
+            raise PromptError(f"SAM-HQ Segment: {error}") from None
         module, compute = sam_model.model, sam_model.compute_device
         pbar = _comfy.progress_bar(batch)
         results = []

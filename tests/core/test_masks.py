@@ -38,6 +38,30 @@ def test_bad_boxes_name_the_input_the_box_and_the_format(text, match):
         M.parse_boxes(text)
 
 
+def test_relative_boxes_and_points_fit_any_image_size():
+    for width, height in ((128, 96), (512, 512), (1024, 640)):
+        prompts = M.build_prompts("0.125,0.125,0.875,0.875; 10%,20%,50%,100%", "0.5,0.5", "25%,75%", width, height)
+        assert torch.allclose(prompts.boxes, torch.tensor([[0.125 * width, 0.125 * height, 0.875 * width, 0.875 * height],
+                                                           [0.1 * width, 0.2 * height, 0.5 * width, 1.0 * height]]))
+        assert torch.allclose(prompts.points, torch.tensor([[0.5 * width, 0.5 * height], [0.25 * width, 0.75 * height]]))
+    # integers stay pixels, even when they are 0 or 1; numbers above 1 make the box a pixel box
+    assert M.parse_boxes("0,0,1,1", size=(64, 64)) == [(0, 0, 1, 1)]
+    assert M.parse_boxes("0.5,0.5,20,20", size=(64, 64)) == [(0.5, 0.5, 20, 20)]
+    assert M.parse_boxes("0,0,1.0,0.5", size=(64, 32)) == [(0, 0, 64, 16)]
+    # without a size, relative boxes stay fractions
+    assert M.parse_boxes("10%,20%,30%,40%") == [(0.1, 0.2, 0.3, 0.4)]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("10%,10%,90,90", r"boxes: box 1 \('10%,10%,90,90'\) mixes percentages with other numbers"),
+    ("0.5,0.2,0.5,0.9", r"zero area: zero width"),
+    ("90%,10%,10%,90%", r"is inverted"),
+])
+def test_bad_relative_boxes_are_errors(text, match):
+    with pytest.raises(M.PromptError, match=match):
+        M.build_prompts(text, "", "", 64, 64)
+
+
 def test_bad_points_name_the_input():
     with pytest.raises(M.PromptError, match=r"negative_points: point 2 \('3'\) is not 2 numbers\. Expected 'x,y'"):
         M.parse_points("1,2;3", "negative_points")
