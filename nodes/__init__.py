@@ -8,7 +8,8 @@ line, and every other node of the pack still loads.
 import importlib
 import logging
 
-from comfy_api.latest import ComfyExtension, io
+# The node API version the pack is written against (comfy_api.latest is marked unstable by ComfyUI).
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 LOG = logging.getLogger("eye_for_an_eye")
 

@@ -20,11 +20,24 @@ import comfy.utils
 import latent_preview
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-SUPPORTED_FAMILIES = "SD1.x, SD2.x and SDXL"
+SUPPORTED_FAMILIES = "SD1.x, SD2.x or SDXL"
 
 
 class UnsupportedModelError(ValueError):
     """The MODEL is not a UNet latent diffusion model with a discrete noise schedule."""
+
+    __module__ = "eye_for_an_eye"  # ComfyUI shows module.Class: not the install path of the pack
+
+
+def _sampling_in_words(sampling) -> str:
+    """What a model_sampling object does, in the words of the nodes that set it (never its class name)."""
+    if isinstance(sampling, (comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.ModelSamplingFlux)) \
+            or isinstance(sampling, comfy.model_sampling.CONST):
+        return ("flow matching (rectified flow) sampling, as set by ModelSamplingSD3, ModelSamplingAuraFlow or "
+                "ModelSamplingFlux")
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM):
+        return ("continuous (EDM-style) sigmas, as set by ModelSamplingContinuousEDM or ModelSamplingContinuousV")
+    return "a noise schedule other than the discrete 1000-step one of Stable Diffusion"
 
 
 def require_unet(model, node: str):
@@ -33,18 +46,20 @@ def require_unet(model, node: str):
     diffusion = getattr(base, "diffusion_model", None)
     sampling = model.get_model_object("model_sampling") if base is not None else None
     if not isinstance(diffusion, UNetModel):
-        kind = type(diffusion).__name__ if diffusion is not None else type(model).__name__
+        config = type(getattr(base, "model_config", None)).__name__
+        kind = type(diffusion if diffusion is not None else model).__name__ if config in _FAMILY_NAMES else \
+            model_family(model)
         raise UnsupportedModelError(
-            f"{node}: this MODEL is a {kind} (a DiT/Flux-style or other non-UNet model). The method works on "
-            f"UNet Stable Diffusion models ({SUPPORTED_FAMILIES}); load one of those checkpoints."
+            f"{node}: this MODEL is a {kind} model, not a UNet Stable Diffusion model (Flux, SD3 and other "
+            f"DiT-style models are not supported). Load an {SUPPORTED_FAMILIES} checkpoint."
         )
     if not isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) or not isinstance(
         sampling, comfy.model_sampling.EPS
     ):
         raise UnsupportedModelError(
-            f"{node}: this MODEL samples with {type(sampling).__name__}, not a discrete epsilon or "
-            "v-prediction schedule. Remove ModelSampling* nodes that switch it to flow/EDM sampling, "
-            f"or use an {SUPPORTED_FAMILIES} checkpoint."
+            f"{node}: this MODEL uses {_sampling_in_words(sampling)}. The method needs the discrete noise schedule "
+            f"Stable Diffusion checkpoints come with: remove that node from the model's path, or load an "
+            f"{SUPPORTED_FAMILIES} checkpoint."
         )
     return sampling
 
@@ -155,7 +170,8 @@ def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor
         finally:
             handle.remove()
         if "features" not in captured:
-            raise RuntimeError(f"output block {block} did not run: a model patch may have replaced the UNet's forward")
+            raise RuntimeError(f"Extract UNet Features: output block {block} did not run: a model patch replaced "
+                               "the UNet's forward pass; extract features from the model without that patch.")
         return x
 
     sigmas = torch.tensor([float(sigma), 0.0])
@@ -447,3 +463,273 @@ def make_room_for(module: torch.nn.Module, device: torch.device, working_bytes: 
 def release_device_memory():
     """Return cached GPU memory after a module left the GPU."""
     comfy.model_management.soft_empty_cache()
+
+
+# ---------------------------------------------------------------- fingerprints (eye_core.fingerprint)
+
+_FAMILY_NAMES = {"SD15": "SD1.x", "SD20": "SD2.x", "SD21UnclipL": "SD2.x unCLIP", "SD21UnclipH": "SD2.x unCLIP",
+                 "SDXL": "SDXL", "SDXLRefiner": "SDXL refiner", "SSD1B": "SSD-1B", "Segmind_Vega": "Segmind Vega",
+                 "KOALA_700M": "KOALA", "KOALA_1B": "KOALA", "SD15_instructpix2pix": "SD1.x InstructPix2Pix",
+                 "SDXL_instructpix2pix": "SDXL InstructPix2Pix"}
+_SIMPLE = (int, float, str, bool, type(None))
+_SAMPLED_VALUES = 64  # values read per fingerprinted weight tensor
+_SAMPLED_PATCH_KEYS = 4  # weight patches whose content is sampled (the others by key and strength)
+
+
+def model_family(model) -> str:
+    """What users call the model's family ("SD1.x", "SDXL"), read from its model config."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    name = type(config).__name__ if config is not None else type(getattr(model, "model", model)).__name__
+    return _FAMILY_NAMES.get(name, name)
+
+
+def _simple(value, depth: int = 0):
+    """A hashable, stable description of a patch's setting (numbers, strings, small containers)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, _SIMPLE):
+        return value
+    if torch.is_tensor(value):
+        return ("tensor", tuple(value.shape), str(value.dtype))
+    if depth < 2 and isinstance(value, (tuple, list)):
+        return tuple(_simple(v, depth + 1) for v in value[:16])
+    if depth < 2 and isinstance(value, dict):  # keys that are not plain (devices, objects) are runtime state
+        return tuple(sorted((str(k), _simple(v, depth + 1)) for k, v in value.items() if isinstance(k, _SIMPLE))[:16])
+    return type(value).__qualname__
+
+
+def _ours(fn) -> bool:
+    """The pack's own patches and wrappers (they are not part of the model a trajectory came from)."""
+    import inspect
+
+    owner = getattr(fn, "__func__", fn)
+    module = owner.__module__ if inspect.isfunction(owner) else type(owner).__module__
+    return module == __name__
+
+
+def _describe(fn):
+    """A stable description of a patch function: what it is and the plain values it was made with."""
+    import functools
+    import inspect
+
+    if isinstance(fn, functools.partial):
+        return ("partial", _describe(fn.func), _simple(fn.args), _simple(fn.keywords))
+    if inspect.ismethod(fn):
+        return ("method", fn.__func__.__qualname__, _describe(fn.__self__))
+    if inspect.isfunction(fn):
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                cells.append(_simple(cell.cell_contents))
+            except ValueError:  # an empty cell
+                cells.append(None)
+        return ("function", fn.__module__, fn.__qualname__, tuple(cells), _simple(fn.__defaults__))
+    settings = tuple(sorted((k, _simple(v)) for k, v in list(getattr(fn, "__dict__", {}).items())[:32]))
+    return ("object", type(fn).__module__, type(fn).__qualname__, settings)
+
+
+def _short_name(fn) -> str:
+    fn = getattr(fn, "func", fn)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return name.split(".<locals>")[0]
+
+
+def _tensor_sample(tensor) -> tuple:
+    """A strided sample of a tensor's values (as float16) and its sum of squares: cheap, enough to tell weights apart."""
+    try:
+        flat = tensor.detach().flatten()
+        count = flat.numel()
+        if count == 0:
+            return (tuple(tensor.shape),)
+        index = torch.linspace(0, count - 1, min(count, _SAMPLED_VALUES), device=flat.device).long()
+        values = flat[index].to("cpu", torch.float16).numpy().tobytes()
+        energy = float(flat.float().square().sum())
+        return (tuple(tensor.shape), values, f"{energy:.4g}")
+    except Exception:  # quantised or custom tensor types: their shape and type only
+        return (tuple(tensor.shape), type(tensor).__name__)
+
+
+def _first_tensor(value, depth: int = 0):
+    if torch.is_tensor(value):
+        return value
+    if depth > 3:
+        return None
+    items = value if isinstance(value, (tuple, list)) else getattr(value, "weights", None)
+    for item in items if isinstance(items, (tuple, list)) else ():
+        found = _first_tensor(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _weights_digest(model) -> str:
+    """Digest of a few base weights of the UNet: the first two, the middle and the last two parameters.
+
+    Weight patches (LoRA) that ComfyUI has applied in place are read from the patcher's
+    backup, so the digest is that of the checkpoint, whatever clone is loaded right now.
+    """
+    import hashlib
+
+    parameters = list(_unet(model).named_parameters())
+    chosen = parameters[:2] + parameters[len(parameters) // 2:len(parameters) // 2 + 1] + parameters[-2:]
+    backup = getattr(model, "backup", {}) or {}
+    digest = hashlib.sha256()
+    for name, parameter in chosen:
+        key = "diffusion_model." + name
+        saved = backup.get(key)
+        tensor = saved.weight if saved is not None else parameter
+        digest.update(repr((name, _tensor_sample(tensor))).encode())
+    return digest.hexdigest()[:16]
+
+
+def _patches_description(model) -> tuple[list, list]:
+    """(descriptions, short names) of every patch of a ModelPatcher except the pack's own."""
+    items, names = [], []
+    weight_patches = getattr(model, "patches", {}) or {}
+    if weight_patches:
+        keys = sorted(weight_patches)
+        for index, key in enumerate(keys):
+            entries = []
+            for patch in weight_patches[key]:
+                strength, value, strength_model = patch[0], patch[1], patch[2] if len(patch) > 2 else None
+                sample = ()
+                if index < _SAMPLED_PATCH_KEYS:
+                    tensor = _first_tensor(value)
+                    sample = _tensor_sample(tensor) if tensor is not None else ()
+                entries.append((_simple(strength), _simple(strength_model), type(value).__qualname__, sample))
+            items.append(("weight", key, tuple(entries)))
+        names.append(f"weight patches on {len(keys)} tensors (LoRA or merge)")
+    for name, value in sorted((getattr(model, "object_patches", {}) or {}).items()):
+        if name == "model_sampling":
+            sigmas = getattr(value, "sigmas", None)
+            summary = None if sigmas is None else (int(sigmas.numel()), f"{float(sigmas[0]):.6g}",
+                                                     f"{float(sigmas[-1]):.6g}")
+            items.append(("object", name, tuple(c.__name__ for c in type(value).__mro__[:4]), summary))
+            names.append("ModelSampling*")
+        else:
+            items.append(("object", name, type(value).__qualname__))
+            names.append(f"object patch {name}")
+    options = getattr(model, "model_options", {}) or {}
+    transformer = options.get("transformer_options", {}) or {}
+    for kind, patches in sorted((transformer.get("patches", {}) or {}).items()):
+        for fn in patches:
+            if not _ours(fn):
+                items.append(("patch", kind, _describe(fn)))
+                names.append(f"{kind} {_short_name(fn)}")
+    for kind, replacements in sorted((transformer.get("patches_replace", {}) or {}).items()):
+        for block, fn in sorted(replacements.items(), key=lambda item: repr(item[0])):
+            if not _ours(fn):
+                items.append(("replace", kind, repr(block), _describe(fn)))
+                names.append(f"{kind} {_short_name(fn)}")
+    for key in ("model_function_wrapper", "sampler_cfg_function", "sampler_pre_cfg_function",
+                "sampler_post_cfg_function"):
+        value = options.get(key)
+        for fn in value if isinstance(value, (list, tuple)) else ([value] if value is not None else []):
+            items.append(("option", key, _describe(fn)))
+            names.append(f"{key} {_short_name(fn)}")
+    for kind, keyed in sorted((getattr(model, "wrappers", {}) or {}).items()):
+        for key, wrappers in sorted(keyed.items(), key=lambda item: repr(item[0])):
+            if isinstance(key, str) and key.startswith(_CALL):
+                continue
+            for fn in wrappers:
+                if not _ours(fn):
+                    items.append(("wrapper", kind, repr(key), _describe(fn)))
+                    names.append(f"{kind} wrapper {key or _short_name(fn)}")
+    return items, sorted(set(names))
+
+
+def model_print(model):
+    """The eye_core.fingerprint.ModelPrint of a ModelPatcher (once per node execution; a few ms).
+
+    The pack's own patches (the transfer patch, the feature recorder) are left out: a
+    patched clone has the print of the model it was made from.
+    """
+    import hashlib
+
+    from ..eye_core.fingerprint import ModelPrint
+
+    base = model.model
+    config = getattr(base, "model_config", None)
+    unet_config = dict(getattr(config, "unet_config", {}) or {})
+    latent = getattr(base, "latent_format", None)
+    layout = (type(config).__name__, type(base).__name__, type(latent).__name__,
+              getattr(latent, "latent_channels", None),
+              tuple(sorted((k, _simple(v)) for k, v in unet_config.items() if k != "dtype")))
+    items, names = _patches_description(model)
+    return ModelPrint(family=model_family(model),
+                      layout=hashlib.sha256(repr(layout).encode()).hexdigest()[:16],
+                      weights=_weights_digest(model),
+                      patches=hashlib.sha256(repr(items).encode()).hexdigest()[:16],
+                      patch_summary=tuple(names),
+                      latent=f"{type(latent).__name__}/{getattr(latent, 'latent_channels', '?')}")
+
+
+def sampling_model_print(sampler_model):
+    """The ModelPrint of the model a SAMPLER function is running (None if it cannot be told).
+
+    ComfyUI hands a sampler function a KSamplerX0Inpaint around the guider; the guider
+    keeps the ModelPatcher it was made with.
+    """
+    patcher = getattr(getattr(sampler_model, "inner_model", None), "model_patcher", None)
+    if patcher is None or not isinstance(getattr(getattr(patcher, "model", None), "diffusion_model", None), UNetModel):
+        return None
+    return model_print(patcher)
+
+
+def image_print(latent: torch.Tensor):
+    """The eye_core.fingerprint.ImagePrint of a raw VAE latent (VAEEncode's LATENT samples)."""
+    from ..eye_core.fingerprint import ImagePrint
+
+    return ImagePrint.of(latent)
+
+
+# ---------------------------------------------------------------- conditioning and token grids
+
+def check_conditioning(model, conditioning, input_name: str, node: str) -> None:
+    """Raise a clear error when a CONDITIONING was not made for this model (another text encoder).
+
+    ComfyUI itself fails deep inside the UNet with a matrix-shape error (or a missing
+    'pooled_output'); here the node names the input and what to connect instead.
+    """
+    import comfy.model_base
+
+    unet_config = getattr(getattr(model.model, "model_config", None), "unet_config", {}) or {}
+    width = unet_config.get("context_dim")
+    family = model_family(model)
+    needs_pooled = isinstance(model.model, (comfy.model_base.SDXL, comfy.model_base.SDXLRefiner))
+    if not isinstance(conditioning, (list, tuple)) or not conditioning:
+        raise ValueError(f"{node}: {input_name} is empty; connect the CONDITIONING of a CLIPTextEncode node.")
+    for entry in conditioning:
+        tokens = entry[0] if isinstance(entry, (list, tuple)) and entry else None
+        extras = entry[1] if isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], dict) else {}
+        if not torch.is_tensor(tokens) or tokens.ndim != 3:
+            raise ValueError(f"{node}: {input_name} is not a text conditioning (CLIPTextEncode's CONDITIONING).")
+        if width is not None and int(tokens.shape[-1]) != int(width):
+            raise ValueError(
+                f"{node}: {input_name} was encoded for another model: its tokens are {tokens.shape[-1]} wide but "
+                f"this {family} model takes {width}. Encode the prompt with the CLIP of the same checkpoint as the "
+                "model (CLIPTextEncode with that Load Checkpoint's CLIP output).")
+        if needs_pooled and extras.get("pooled_output") is None and "unclip_conditioning" not in extras:
+            raise ValueError(
+                f"{node}: {input_name} has no pooled text embedding, which {family} models need: it was encoded by "
+                f"another model's text encoder (SD1.x?). Encode the prompt with the CLIP of the same checkpoint as "
+                "the model (CLIPTextEncode with that Load Checkpoint's CLIP output).")
+
+
+def attention_grids(model, layers, latent_size) -> set:
+    """The token grids (h, w) the decoder self-attention ``layers`` see on a latent of ``latent_size`` (H, W).
+
+    A decoder block's attention runs at the latent size halved (rounding up, as the
+    encoder's strided convolutions do) once per upsample still ahead of it, its own included.
+    """
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
+
+    blocks = _unet(model).output_blocks
+    upsamples = [any(isinstance(layer, Upsample) for layer in block) for block in blocks]
+    grids = set()
+    for (_, number), _depth in layers:
+        height, width = (int(s) for s in latent_size)
+        for _ in range(sum(upsamples[number:])):
+            height, width = -(-height // 2), -(-width // 2)
+        grids.add((height, width))
+    return grids

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+import dataclasses
+import logging
+
+from comfy_api.v0_0_2 import io
 
 from ..eye_core.correspondence import match
+from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, model_of
 from ..eye_core.visualize import correspondence_colours, warp_image
 from . import _comfy
 from .common import CATEGORY, CORRESPONDENCE, FEATURES, node_id
 
 LATENT_TO_PIXELS = 8  # SD VAEs downscale by 8
+LOG = logging.getLogger("eye_for_an_eye")
 
 
 def _image_size(features, image):
@@ -17,6 +22,47 @@ def _image_size(features, image):
         return tuple(image.shape[1:3])
     height, width = features.latent_size
     return (height * LATENT_TO_PIXELS, width * LATENT_TO_PIXELS)
+
+
+def check_feature_models(target_features, reference_features, node: str) -> None:
+    """Features of two model families (or two checkpoints) cannot be compared: say so, before anything else."""
+    target_model, reference_model = model_of(target_features), model_of(reference_features)
+    kind = None if target_model is None else target_model.difference(reference_model)
+    if kind is None:
+        return
+    text = describe_difference(kind, target_model, reference_model, "the target features", "the reference features")
+    if kind in (FAMILY, WEIGHTS):
+        raise ValueError(f"{node}: {text}. Features of different models cannot be matched, whatever their decoder "
+                         "level: connect the same MODEL to both Extract UNet Features nodes.")
+    if kind == PATCHES:
+        LOG.warning("%s: %s. The features are comparable but not alike; connect the same MODEL to both Extract "
+                    "UNet Features nodes unless you mean it.", node, text)
+
+
+def match_correspondence(target_features, reference_features, target_mask=None, reference_mask=None,
+                         reference_image=None, target_image=None, node="Match Correspondence"):
+    """Match Correspondence's work: (correspondence, rearranged reference, colour map); errors name ``node``."""
+    check_feature_models(target_features, reference_features, node)
+    if target_features.layer != reference_features.layer:
+        raise ValueError(
+            f"{node}: the target features come from {target_features.layer} but the reference "
+            f"features from {reference_features.layer}. Set the same decoder_level on both Extract UNet "
+            "Features nodes."
+        )
+    try:
+        correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask)
+    except ValueError as error:
+        raise ValueError(f"{node}: {error}") from None
+    correspondence = dataclasses.replace(correspondence, target_origin=getattr(target_features, "origin", None),
+                                         reference_origin=getattr(reference_features, "origin", None))
+    size = _image_size(target_features, target_image)
+    colours = correspondence_colours(correspondence, size)
+    if reference_image is not None:
+        rearranged = warp_image(correspondence, reference_image, size, target_image)
+    else:
+        rearranged = colours
+    device = _comfy.storage_device()
+    return correspondence.to(device), rearranged.to(device), colours.to(device)
 
 
 class MatchCorrespondence(io.ComfyNode):
@@ -63,24 +109,8 @@ class MatchCorrespondence(io.ComfyNode):
     @classmethod
     def execute(cls, target_features, reference_features, target_mask=None, reference_mask=None,
                 reference_image=None, target_image=None) -> io.NodeOutput:
-        if target_features.layer != reference_features.layer:
-            raise ValueError(
-                f"Match Correspondence: the target features come from {target_features.layer} but the reference "
-                f"features from {reference_features.layer}. Set the same decoder_level on both Extract UNet "
-                "Features nodes."
-            )
-        try:
-            correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask)
-        except ValueError as error:
-            raise ValueError(f"Match Correspondence: {error}") from None
-        size = _image_size(target_features, target_image)
-        colours = correspondence_colours(correspondence, size)
-        if reference_image is not None:
-            rearranged = warp_image(correspondence, reference_image, size, target_image)
-        else:
-            rearranged = colours
-        device = _comfy.storage_device()
-        return io.NodeOutput(correspondence.to(device), rearranged.to(device), colours.to(device))
+        return io.NodeOutput(*match_correspondence(target_features, reference_features, target_mask, reference_mask,
+                                                   reference_image, target_image))
 
 
 NODES = [MatchCorrespondence]

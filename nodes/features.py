@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..eye_core.features import FeatureMap, ensemble_mean
+from ..eye_core.fingerprint import Origin
 from ..eye_core.visualize import pca_rgb
 from . import _comfy
 from .common import CATEGORY, FEATURES, node_id
@@ -18,18 +19,42 @@ def _level_options():
     return [AUTO_LEVEL] + [f"output block {i}" for i in range(MAX_OUTPUT_BLOCKS)]
 
 
-def _chosen_block(model, level: str) -> int:
+def _chosen_block(model, level: str, node: str) -> int:
     if level == AUTO_LEVEL:
         return _comfy.dift_output_block(model)
     try:
         block = int(level.rsplit(" ", 1)[-1])
     except ValueError:
-        raise ValueError(f"Extract UNet Features: unknown decoder_level {level!r}; pick one from the list") from None
+        raise ValueError(f"{node}: unknown decoder_level {level!r}; pick one from the list") from None
     count = _comfy.output_block_count(model)
     if block >= count:
-        raise ValueError(f"Extract UNet Features: this UNet has output blocks 0 to {count - 1} (SDXL has 9); "
+        raise ValueError(f"{node}: this UNet has output blocks 0 to {count - 1} (SDXL has 9); "
                          f"pick one of those or '{AUTO_LEVEL}'.")
     return block
+
+
+def extract_features(model, latent, positive, timestep, decoder_level, ensemble_size, seed,
+                     node="Extract UNet Features"):
+    """Extract UNet Features' work: (FeatureMap, preview IMAGE); errors name ``node``."""
+    _comfy.require_unet(model, node)
+    samples = latent["samples"]
+    if samples.numel() == 0 or samples.ndim != 4:
+        raise ValueError(f"{node}: the latent is empty; connect the LATENT of VAEEncode.")
+    _comfy.check_conditioning(model, positive, "positive", node)
+    block = _chosen_block(model, decoder_level, node)
+    origin = Origin(model=_comfy.model_print(model), images=_comfy.image_print(samples))
+    batch = samples.shape[0]
+    members = samples.repeat(ensemble_size, 1, 1, 1)  # member-major: row e * batch + b
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn(members.shape, generator=generator, dtype=torch.float32)
+    sigma = _comfy.timestep_sigma(model, timestep)
+    raw = _comfy.unet_block_output(model, positive, members, sigma, noise, block, seed)
+    features = ensemble_mean(raw, batch).to(_comfy.storage_device())
+    feature_map = FeatureMap(features=features, layer=f"output block {block}", timestep=int(timestep),
+                             latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size), origin=origin)
+    image_size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
+    preview = pca_rgb(features, size=image_size).to(_comfy.storage_device())
+    return feature_map, preview
 
 
 class ExtractUNetFeatures(io.ComfyNode):
@@ -72,23 +97,7 @@ class ExtractUNetFeatures(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, positive, timestep, decoder_level, ensemble_size, seed) -> io.NodeOutput:
-        _comfy.require_unet(model, "Extract UNet Features")
-        samples = latent["samples"]
-        if samples.numel() == 0 or samples.ndim != 4:
-            raise ValueError("Extract UNet Features: the latent is empty; connect the LATENT of VAEEncode.")
-        block = _chosen_block(model, decoder_level)
-        batch = samples.shape[0]
-        members = samples.repeat(ensemble_size, 1, 1, 1)  # member-major: row e * batch + b
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        noise = torch.randn(members.shape, generator=generator, dtype=torch.float32)
-        sigma = _comfy.timestep_sigma(model, timestep)
-        raw = _comfy.unet_block_output(model, positive, members, sigma, noise, block, seed)
-        features = ensemble_mean(raw, batch).to(_comfy.storage_device())
-        feature_map = FeatureMap(features=features, layer=f"output block {block}", timestep=int(timestep),
-                                 latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size))
-        image_size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
-        preview = pca_rgb(features, size=image_size).to(_comfy.storage_device())
-        return io.NodeOutput(feature_map, preview)
+        return io.NodeOutput(*extract_features(model, latent, positive, timestep, decoder_level, ensemble_size, seed))
 
 
 NODES = [ExtractUNetFeatures]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from comfy_api.latest import io
-
 import logging
 
-from ..eye_core.feature_bank import FeatureBank
+import torch
+from comfy_api.v0_0_2 import io
+
+from ..eye_core.feature_bank import SD15_512_BYTES_PER_STEP, FeatureBank
+from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, Origin, describe_difference, model_of
 from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
-from ..eye_core.rearrange import LAYER_CHOICES, TWO_FINEST, TransferSchedule, choose_layers
+from ..eye_core.rearrange import LAYER_CHOICES, OFFICIAL_STEPS, TWO_FINEST, TransferSchedule, choose_layers
 from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
 from . import _comfy
 from .common import CATEGORY, TRAJECTORY, node_id
@@ -18,6 +19,15 @@ from .common import CATEGORY, TRAJECTORY, node_id
 EMPTY_LATENT_ATOL = 1e-8
 DEFAULT_FEATURE_BUDGET_MB = 2048
 LOG = logging.getLogger("eye_for_an_eye")
+
+
+def feature_memory_text() -> str:
+    """The captured features' memory figures (tooltip and README say exactly this)."""
+    per_step = SD15_512_BYTES_PER_STEP / 2**20
+    kept = OFFICIAL_STEPS - TransferSchedule().first_step(OFFICIAL_STEPS)
+    per_image = per_step * kept / 1024
+    return (f"SD1.5 at 512 px: {per_step:.1f} MiB per step, {per_image:.2f} GiB per image for the {kept} steps the "
+            f"official preset keeps ({2 * per_image:.1f} GiB for the target and the reference)")
 
 
 def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, method, seed, skip, cfg,
@@ -57,24 +67,55 @@ def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, m
     return trajectory.start_latent.to(x.device, x.dtype)
 
 
-def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory, after_step=None):
+def check_sampling_model(sampler_model, trajectory, node: str, what: str = "this trajectory") -> None:
+    """At the start of a replay: the sampler's model must be the one ``trajectory`` was inverted with.
+
+    Another family or other weights: a clear error (the replay would land far from the
+    image without a word). Other patches only: a warning, since editing with another
+    patch on purpose is legitimate.
+    """
+    inverted = model_of(trajectory)
+    if inverted is None:
+        return
+    sampling = _comfy.sampling_model_print(sampler_model)
+    kind = inverted.difference(sampling)
+    if kind is None:
+        return
+    text = describe_difference(kind, inverted, sampling, what, "the sampler's model")
+    if kind in (FAMILY, WEIGHTS):
+        raise ValueError(
+            f"{node}: {text}. A trajectory only replays on the model it was inverted with: connect that model to "
+            "the CFGGuider (the same checkpoint and patches), or invert the image again with this model.")
+    if kind == PATCHES:
+        LOG.warning("%s: %s. The replay will not rebuild the inverted image exactly; that is expected if you edit "
+                    "with another patch on purpose, otherwise give the CFGGuider the model (and patches) Invert "
+                    "Latent had.", node, text)
+
+
+def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory, after_step=None,
+            node="Trajectory Sampler", what="this trajectory"):
     """A SAMPLER function: steps ``x`` down ``sigmas`` with the trajectory's noise maps.
 
     ``after_step(step, total, next_index, x) -> x``, if given, adjusts the latent after
     each step (the Transfer Sampler's masked AdaIN); ``step`` and ``total`` count along the
     trajectory's own schedule, so sigmas cut with SplitSigmas keep their place in it.
+    ``node`` is the node the user sees in errors, ``what`` names the trajectory there.
     """
     extra_args = {} if extra_args is None else extra_args
-    offset = trajectory.locate(sigmas)
-    trajectory.check_latent(x, "latent entering the Trajectory Sampler")
+    check_sampling_model(model, trajectory, node, what)
+    try:
+        offset = trajectory.locate(sigmas)
+        trajectory.check_latent(x, "latent entering it")
+    except ValueError as error:
+        raise ValueError(f"{node}: {error}") from None
     if offset == 0:
         start = trajectory.rows(trajectory.start_latent, x.shape[0]).to(x.device, x.dtype)
         gap = (x - start).abs().max().item()
         if gap > 1e-3 * (1.0 + start.abs().max().item()):
             raise ValueError(
-                f"The latent entering the Trajectory Sampler differs from the trajectory's start latent (max "
-                f"difference {gap:.3g}): noise was added to it. Use DisableNoise as the NOISE input of "
-                "SamplerCustomAdvanced (or add_noise off in SamplerCustom) and the LATENT output of Invert Latent."
+                f"{node}: the latent entering it differs from the trajectory's start latent (max difference "
+                f"{gap:.3g}): noise was added to it. Use DisableNoise as the NOISE input of SamplerCustomAdvanced "
+                "(or add_noise off in SamplerCustom) and the start_latent output of Invert Latent."
             )
     values = sigmas.detach().to("cpu", torch.float64).tolist()
     ones = x.new_ones([x.shape[0]])
@@ -92,17 +133,62 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
     return x
 
 
-def _check_latent(samples: torch.Tensor):
+def _check_latent(samples: torch.Tensor, node: str):
     if samples.numel() == 0 or samples.ndim != 4:
         raise ValueError(
-            f"Invert Latent: the latent is empty or not an image latent (shape {tuple(samples.shape)}). Connect the "
+            f"{node}: the latent is empty or not an image latent (shape {tuple(samples.shape)}). Connect the "
             "LATENT output of VAEEncode of the image you want to invert."
         )
     if samples.abs().max().item() <= EMPTY_LATENT_ATOL:
         raise ValueError(
-            "Invert Latent: the latent is all zeros (an EmptyLatentImage?). There is nothing to invert: connect "
+            f"{node}: the latent is all zeros (an EmptyLatentImage?). There is nothing to invert: connect "
             "the LATENT output of VAEEncode of the image you want to invert."
         )
+
+
+def invert_latent(model, latent, positive, negative, steps, cfg, method, seed, skip_steps, capture_features=True,
+                  feature_budget_mb=DEFAULT_FEATURE_BUDGET_MB, capture_layers=TWO_FINEST, node="Invert Latent"):
+    """Invert Latent's work: (trajectory, start LATENT, SIGMAS); errors name ``node``."""
+    _comfy.require_unet(model, node)
+    samples = latent["samples"]
+    _check_latent(samples, node)
+    for name, conditioning in (("positive", positive), ("negative", negative)):
+        _comfy.check_conditioning(model, conditioning, name, node)
+    if method not in METHODS:
+        raise ValueError(f"{node}: method must be one of {METHODS}, got {method!r}")
+    if skip_steps >= steps:
+        raise ValueError(f"{node}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); "
+                         "lower skip_steps or raise steps.")
+    grid = _comfy.sigma_grid(model)
+    if steps > grid.numel() - 1:
+        raise ValueError(
+            f"{node}: steps is {steps} but this model's noise schedule has only {grid.numel()} timesteps (a "
+            f"distilled schedule, such as ModelSamplingDiscrete set to lcm), so at most {grid.numel() - 1} steps "
+            f"fit. Lower steps to {grid.numel() - 1} or fewer (and skip_steps below it), or remove the node that "
+            "changed the schedule.")
+    origin = Origin(model=_comfy.model_print(model), images=_comfy.image_print(samples))
+    sigmas = inversion_sigmas(grid, steps)[skip_steps:]
+    result = {}
+    recorder = None
+    sampling_model = model
+    if capture_features:
+        layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers)
+        # the transfer edits nothing before the official rearrange_start: do not spend the budget there
+        first = TransferSchedule().first_step(steps - skip_steps)
+        bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device(), start_index=first)
+        sampling_model, recorder = _comfy.with_feature_recorder(model, bank)
+    sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
+                                  total_steps=steps, result=result, recorder=recorder)
+    callback = _comfy.progress_callback(model, steps - skip_steps)
+    start = _comfy.sample_with_cfg(sampling_model, positive, negative, cfg, samples, sampler, sigmas, seed, callback)
+    trajectory = result["trajectory"]
+    trajectory.origin = origin
+    if recorder is not None:
+        trajectory.features = recorder.bank
+        LOG.info("%s: captured features of %s", node, recorder.bank.summary())
+    out = latent.copy()
+    out["samples"] = start.to(_comfy.storage_device())
+    return trajectory, out, sigmas.clone()
 
 
 class InvertLatent(io.ComfyNode):
@@ -147,7 +233,7 @@ class InvertLatent(io.ComfyNode):
                              optional=True, tooltip="Most memory the captured features may take, in MiB; steps "
                              "that do not fit are recomputed during the transfer. The first 16 % of the steps "
                              "(before the official rearrange_start) are never kept: the transfer does not use them. "
-                             "SD1.5 at 512 px: about 24 MiB per step, 1.3 GiB for the official 57 used steps."),
+                             f"{feature_memory_text()}."),
                 io.Combo.Input("capture_layers", options=list(LAYER_CHOICES), default=TWO_FINEST, optional=True,
                                tooltip="Which decoder self-attention levels to keep: the ones Apply Appearance "
                                "Transfer edits (its layers input)."),
@@ -166,36 +252,8 @@ class InvertLatent(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, positive, negative, steps, cfg, method, seed, skip_steps, capture_features=True,
                 feature_budget_mb=DEFAULT_FEATURE_BUDGET_MB, capture_layers=TWO_FINEST) -> io.NodeOutput:
-        _comfy.require_unet(model, "Invert Latent")
-        samples = latent["samples"]
-        _check_latent(samples)
-        if method not in METHODS:
-            raise ValueError(f"Invert Latent: method must be one of {METHODS}, got {method!r}")
-        if skip_steps >= steps:
-            raise ValueError(f"Invert Latent: skip_steps ({skip_steps}) must be smaller than steps ({steps}); "
-                             "lower skip_steps or raise steps.")
-        sigmas = inversion_sigmas(_comfy.sigma_grid(model), steps)[skip_steps:]
-        result = {}
-        recorder = None
-        sampling_model = model
-        if capture_features:
-            layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers)
-            # the transfer edits nothing before the official rearrange_start: do not spend the budget there
-            first = TransferSchedule().first_step(steps - skip_steps)
-            bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device(), start_index=first)
-            sampling_model, recorder = _comfy.with_feature_recorder(model, bank)
-        sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
-                                      total_steps=steps, result=result, recorder=recorder)
-        callback = _comfy.progress_callback(model, steps - skip_steps)
-        start = _comfy.sample_with_cfg(sampling_model, positive, negative, cfg, samples, sampler, sigmas, seed,
-                                       callback)
-        trajectory = result["trajectory"]
-        if recorder is not None:
-            trajectory.features = recorder.bank
-            LOG.info("Invert Latent: captured features of %s", recorder.bank.summary())
-        out = latent.copy()
-        out["samples"] = start.to(_comfy.storage_device())
-        return io.NodeOutput(trajectory, out, sigmas.clone())
+        return io.NodeOutput(*invert_latent(model, latent, positive, negative, steps, cfg, method, seed, skip_steps,
+                                            capture_features, feature_budget_mb, capture_layers))
 
 
 class TrajectorySampler(io.ComfyNode):

@@ -2,42 +2,157 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..eye_core.adain import masked_adain
+from ..eye_core.correspondence import empty_rows, no_token_message, resize_mask
+from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
                                   TransferSchedule, choose_layers)
 from ..eye_core.transfer import TransferPlan, check_pair
 from . import _comfy
 from .common import CATEGORY, CORRESPONDENCE, TRAJECTORY, node_id
-from .correspondence import MatchCorrespondence
-from .features import AUTO_LEVEL, ExtractUNetFeatures
+from .correspondence import match_correspondence
+from .features import AUTO_LEVEL, extract_features
 from ..eye_core.trajectory import EF_DDPM
-from .inversion import InvertLatent, _replay
+from .inversion import _replay, invert_latent
 
 OFFICIAL_SCHEDULE = TransferSchedule()
 PER_STEP = "per-step matching (official)"
 FIXED_DIFT = "fixed DIFT correspondence"
+# The names users see on the nodes: every error starts with the one of the node that raised it.
+APPLY = "Apply Appearance Transfer"
+SAMPLER = "Transfer Sampler"
+ALL_IN_ONE = "Eye-for-an-eye Appearance Transfer"
+LOG = logging.getLogger("eye_for_an_eye")
 
 
 def _fraction(name, default, tooltip):
     return io.Float.Input(name, default=round(default, 4), min=0.0, max=1.0, step=0.001, tooltip=tooltip)
 
 
-def _check_mask(mask, name, batch):
+def _check_mask(mask, name, batch, node):
     if mask is None:
         return None
     if mask.ndim == 2:
         mask = mask[None]
     if mask.ndim != 3 or mask.shape[0] not in (1, batch) or mask.numel() == 0:
-        raise ValueError(f"{name} has shape {tuple(mask.shape)}; connect a MASK (B, H, W) with one mask, or one per "
-                         f"image of the batch ({batch}).")
+        raise ValueError(f"{node}: {name} has shape {tuple(mask.shape)}; connect a MASK (B, H, W) with one mask, or "
+                         f"one per image of the batch ({batch}).")
     if not bool((mask.flatten(1) > 0).any(dim=1).all()):
-        raise ValueError(f"{name} is empty (all zero) for at least one image: SAM-HQ found nothing in the box, or "
-                         "it is LoadImage's MASK of an image without alpha. Redraw the box, or leave the input "
-                         "unconnected to use the whole image.")
+        raise ValueError(f"{node}: {name} is empty (all zero) for at least one image: SAM-HQ found nothing in the "
+                         "box, or it is LoadImage's MASK of an image without alpha. Redraw the box, or leave the "
+                         "input unconnected to use the whole image.")
     return mask.float()
+
+
+def _check_models(first, second, first_what, second_what, node, fix):
+    """Another model family or checkpoint: an error ending in ``fix``; other patches only: a warning."""
+    kind = None if first is None else first.difference(second)
+    if kind is None:
+        return
+    text = describe_difference(kind, first, second, first_what, second_what)
+    if kind in (FAMILY, WEIGHTS):
+        raise ValueError(f"{node}: {text}. {fix}")
+    if kind == PATCHES:
+        LOG.warning("%s: %s. The transfer runs, but the features and the replay do not quite agree; %s", node, text,
+                    fix[0].lower() + fix[1:])
+
+
+def check_trajectories(reference, structure, node, model=None):
+    """The two trajectories (and the model, if given) must belong together: one schedule, one model."""
+    try:
+        check_pair(reference, structure)
+    except ValueError as error:
+        raise ValueError(f"{node}: {error}") from None
+    _check_models(model_of(structure), model_of(reference), "the structure trajectory", "the reference trajectory",
+                  node, "Invert the target and the reference with the same model (and the same patches).")
+    if model is not None:
+        _check_models(model_of(structure), _comfy.model_print(model), "the structure trajectory", "the model", node,
+                      "Connect the model both images were inverted with (the same checkpoint and patches), or invert "
+                      "them again with this one.")
+
+
+def check_correspondence(correspondence, structure, reference, batch, node):
+    """A fixed correspondence must hold matches, and come from the images the trajectories were inverted from."""
+    if correspondence.batch_size not in (1, batch):
+        raise ValueError(f"{node}: the correspondence holds {correspondence.batch_size} targets but the structure "
+                         f"trajectory {batch}; match the same target images.")
+    unmatched = empty_rows(correspondence.matched[:, None])
+    if unmatched:
+        raise ValueError(f"{node}: the correspondence matches no target token for image row(s) {unmatched} (its "
+                         "target mask selected nothing at its grid): redo Match Correspondence with a larger "
+                         "target mask, or leave correspondence unconnected to match per step.")
+    for origin, trajectory, role in ((correspondence.target_origin, structure, "target"),
+                                     (correspondence.reference_origin, reference, "reference")):
+        matched_on, inverted_from = images_of(origin), images_of(getattr(trajectory, "origin", None))
+        if matched_on is None or inverted_from is None:
+            continue
+        models = (getattr(origin, "model", None), model_of(trajectory))
+        if None not in models and models[0].latent != models[1].latent:
+            continue  # features of a model with another latent format (another VAE): not comparable here
+        rows = matched_on.differing_rows(inverted_from)
+        if rows:
+            trajectory_name = "structure" if role == "target" else "reference"
+            raise ValueError(
+                f"{node}: the correspondence was matched on another {role} image than the {trajectory_name} "
+                f"trajectory was inverted from (image row(s) {rows}). Connect the Match Correspondence made from the "
+                f"features of these very images (Extract UNet Features on the LATENT you inverted), or leave "
+                "correspondence unconnected to match per step.")
+
+
+def _check_mask_tokens(mask, name, role, grids, node):
+    """A mask with pixels but no token at the attention grids the patch edits makes the patch a silent no-op.
+
+    No token at any edited grid (for some image): an error. No token at some of the grids
+    only (the coarser ones, usually): the layers there do nothing for that image, a warning.
+    """
+    if mask is None:
+        return
+    grids = sorted(grids, reverse=True)  # finest first
+    empty = {grid: set(empty_rows(resize_mask(mask, grid, name=name))) for grid in grids}
+    nowhere = sorted(set.intersection(*empty.values()))
+    if nowhere:
+        fix = f"draw a larger mask (a larger SAM box), or leave {name} unconnected to use the whole {role} image"
+        raise ValueError(f"{node}: {no_token_message(name, role, grids, nowhere, fix)}")
+    for grid in grids:
+        if empty[grid]:
+            other = (", or choose layers 'finest decoder level' to edit only the finest grid "
+                     f"({grids[0][0]}x{grids[0][1]})" if grid != grids[0] else "")
+            LOG.warning("%s: %s", node, no_token_message(
+                name, role, grid, sorted(empty[grid]),
+                f"the layers at that grid leave those images as they are; draw a larger mask{other}"))
+
+
+def apply_transfer(model, reference, structure, injection, layers, rearrange_start, rearrange_end, structure_end,
+                   structure_interval, guidance, strength, correspondence=None, target_mask=None, reference_mask=None,
+                   node=APPLY):
+    """Apply Appearance Transfer's work: the patched MODEL clone; errors name ``node``."""
+    _comfy.require_unet(model, node)
+    check_trajectories(reference, structure, node, model)
+    chosen = choose_layers(_comfy.decoder_attention_levels(model), layers)
+    if not chosen:
+        raise ValueError(f"{node}: this model has no decoder self-attention at '{layers}'; "
+                         f"choose '{TWO_FINEST}' or 'all decoder levels'.")
+    batch = structure.latent_shape[0]
+    if correspondence is not None:
+        check_correspondence(correspondence, structure, reference, batch, node)
+    target_mask = _check_mask(target_mask, "target_mask", batch, node)
+    reference_mask = _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node)
+    _check_mask_tokens(target_mask, "target_mask", "target",
+                       _comfy.attention_grids(model, chosen, structure.latent_shape[-2:]), node)
+    _check_mask_tokens(reference_mask, "reference_mask", "reference",
+                       _comfy.attention_grids(model, chosen, reference.latent_shape[-2:]), node)
+    schedule = TransferSchedule(rearrange_start=rearrange_start, rearrange_end=rearrange_end,
+                                structure_end=structure_end, structure_interval=structure_interval,
+                                adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end)
+    plan = TransferPlan(reference=reference, structure=structure, layers=chosen, schedule=schedule,
+                        injection=injection, guidance=guidance, strength=float(strength),
+                        correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask)
+    return _comfy.with_transfer_patch(model, plan)
 
 
 class ApplyAppearanceTransfer(io.ComfyNode):
@@ -100,25 +215,9 @@ class ApplyAppearanceTransfer(io.ComfyNode):
     def execute(cls, model, reference, structure, injection, layers, rearrange_start, rearrange_end, structure_end,
                 structure_interval, guidance, strength, correspondence=None, target_mask=None,
                 reference_mask=None) -> io.NodeOutput:
-        _comfy.require_unet(model, "Apply Appearance Transfer")
-        check_pair(reference, structure)
-        chosen = choose_layers(_comfy.decoder_attention_levels(model), layers)
-        if not chosen:
-            raise ValueError(f"Apply Appearance Transfer: this model has no decoder self-attention at '{layers}'; "
-                             f"choose '{TWO_FINEST}' or 'all decoder levels'.")
-        batch = structure.latent_shape[0]
-        if correspondence is not None and correspondence.batch_size not in (1, batch):
-            raise ValueError(f"Apply Appearance Transfer: the correspondence holds {correspondence.batch_size} "
-                             f"targets but the structure trajectory {batch}; match the same target images.")
-        schedule = TransferSchedule(rearrange_start=rearrange_start, rearrange_end=rearrange_end,
-                                    structure_end=structure_end, structure_interval=structure_interval,
-                                    adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end)
-        plan = TransferPlan(reference=reference, structure=structure, layers=chosen, schedule=schedule,
-                            injection=injection, guidance=guidance, strength=float(strength),
-                            correspondence=correspondence,
-                            target_mask=_check_mask(target_mask, "target_mask", batch),
-                            reference_mask=_check_mask(reference_mask, "reference_mask", reference.latent_shape[0]))
-        return io.NodeOutput(_comfy.with_transfer_patch(model, plan))
+        return io.NodeOutput(apply_transfer(model, reference, structure, injection, layers, rearrange_start,
+                                            rearrange_end, structure_end, structure_interval, guidance, strength,
+                                            correspondence, target_mask, reference_mask))
 
 
 def _adain_hook(reference, schedule, target_mask, reference_mask):
@@ -128,6 +227,18 @@ def _adain_hook(reference, schedule, target_mask, reference_mask):
         return masked_adain(x, reference.latents[index].to(x.device, x.dtype), target_mask, reference_mask)
 
     return after_step
+
+
+def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=None, reference_mask=None,
+                     node=SAMPLER):
+    """The Transfer Sampler's SAMPLER; errors (here and while it samples) name ``node``."""
+    check_trajectories(reference, structure, node)
+    schedule = TransferSchedule(adain_start=adain_start, adain_end=adain_end)
+    batch = structure.latent_shape[0]
+    hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
+                       _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node))
+    return _comfy.make_sampler(_replay, trajectory=structure, after_step=hook, node=node,
+                               what="the structure trajectory")
 
 
 class TransferSampler(io.ComfyNode):
@@ -164,12 +275,8 @@ class TransferSampler(io.ComfyNode):
     @classmethod
     def execute(cls, structure, reference, adain_start, adain_end, target_mask=None,
                 reference_mask=None) -> io.NodeOutput:
-        check_pair(reference, structure)
-        schedule = TransferSchedule(adain_start=adain_start, adain_end=adain_end)
-        batch = structure.latent_shape[0]
-        hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch),
-                           _check_mask(reference_mask, "reference_mask", reference.latent_shape[0]))
-        return io.NodeOutput(_comfy.make_sampler(_replay, trajectory=structure, after_step=hook))
+        return io.NodeOutput(transfer_sampler(structure, reference, adain_start, adain_end, target_mask,
+                                              reference_mask))
 
 
 class AppearanceTransfer(io.ComfyNode):
@@ -222,28 +329,28 @@ class AppearanceTransfer(io.ComfyNode):
                    (("target", target), ("reference", reference))}
         trajectories, starts, sigmas = {}, {}, None
         for name, latent in latents.items():
-            trajectory, start, sigmas = InvertLatent.execute(
+            trajectory, start, sigmas = invert_latent(
                 model=model, latent=latent, positive=positive, negative=negative, steps=steps, cfg=inversion_cfg,
-                method=EF_DDPM, seed=seed, skip_steps=skip_steps).args
+                method=EF_DDPM, seed=seed, skip_steps=skip_steps, node=ALL_IN_ONE)
             trajectories[name], starts[name] = trajectory, start
         correspondence = None
         if matching == FIXED_DIFT:
-            features = {name: ExtractUNetFeatures.execute(
+            features = {name: extract_features(
                 model=model, latent=latent, positive=positive, timestep=261, decoder_level=AUTO_LEVEL,
-                ensemble_size=8, seed=seed).args[0] for name, latent in latents.items()}
-            correspondence = MatchCorrespondence.execute(
+                ensemble_size=8, seed=seed, node=ALL_IN_ONE)[0] for name, latent in latents.items()}
+            correspondence = match_correspondence(
                 target_features=features["target"], reference_features=features["reference"],
-                target_mask=target_mask, reference_mask=reference_mask).args[0]
-        (patched,) = ApplyAppearanceTransfer.execute(
+                target_mask=target_mask, reference_mask=reference_mask, node=ALL_IN_ONE)[0]
+        patched = apply_transfer(
             model=model, reference=trajectories["reference"], structure=trajectories["target"], injection="feature",
             layers=TWO_FINEST, rearrange_start=OFFICIAL_SCHEDULE.rearrange_start,
             rearrange_end=OFFICIAL_SCHEDULE.rearrange_end, structure_end=OFFICIAL_SCHEDULE.structure_end,
             structure_interval=OFFICIAL_SCHEDULE.structure_interval, guidance=OFFICIAL, strength=1.0,
-            correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask).args
-        (sampler,) = TransferSampler.execute(
+            correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask, node=ALL_IN_ONE)
+        sampler = transfer_sampler(
             structure=trajectories["target"], reference=trajectories["reference"],
             adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end,
-            target_mask=target_mask, reference_mask=reference_mask).args
+            target_mask=target_mask, reference_mask=reference_mask, node=ALL_IN_ONE)
         callback = _comfy.progress_callback(patched, len(sigmas) - 1)
         samples = _comfy.sample_with_cfg(patched, positive, negative, cfg, starts["target"]["samples"], sampler,
                                          sigmas, seed, callback)

@@ -123,7 +123,7 @@ def test_trajectory_with_a_latent_of_another_size(sd15, tiny, custom_sampler_nod
     pos, neg = tiny.sd15_conds()
     trajectory, _, sigmas = invert(sd15, tiny.vae_like_latent(1, 16, 16), pos, neg, steps=4, skip=0)
     other = {"samples": tiny.vae_like_latent(1, 24, 16)}
-    with pytest.raises(ValueError, match=r"latent entering the Trajectory Sampler has shape .* Invert Latent"):
+    with pytest.raises(ValueError, match=r"^Trajectory Sampler: the latent entering it has shape .* Invert Latent"):
         replay_through_comfy(custom_sampler_nodes, sd15, trajectory, other, sigmas, pos, neg, 3.5)
 
 
@@ -131,7 +131,7 @@ def test_sigmas_that_do_not_belong_to_the_trajectory(sd15, tiny, custom_sampler_
     pos, neg = tiny.sd15_conds()
     trajectory, start, _ = invert(sd15, tiny.vae_like_latent(1, 16, 16), pos, neg, steps=4, skip=0)
     (foreign,) = custom_sampler_nodes.BasicScheduler().get_sigmas(sd15, "karras", 4, 1.0)
-    with pytest.raises(ValueError, match="SIGMAS does not belong to this trajectory"):
+    with pytest.raises(ValueError, match="^Trajectory Sampler: SIGMAS does not belong to this trajectory"):
         replay_through_comfy(custom_sampler_nodes, sd15, trajectory, start, foreign, pos, neg, 3.5)
 
 
@@ -141,7 +141,7 @@ def test_noise_added_to_the_start_latent_is_refused(sd15, tiny, custom_sampler_n
     (guider,) = custom_sampler_nodes.CFGGuider().get_guider(sd15, pos, neg, 3.5)
     (noise,) = custom_sampler_nodes.RandomNoise().get_noise(0)
     (sampler,) = run(inversion.TrajectorySampler, trajectory=trajectory)
-    with pytest.raises(ValueError, match="DisableNoise"):
+    with pytest.raises(ValueError, match="^Trajectory Sampler: .*noise was added to it. Use DisableNoise"):
         custom_sampler_nodes.SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, start)
 
 
