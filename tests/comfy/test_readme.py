@@ -35,3 +35,49 @@ def test_readme_test_command_is_what_ci_runs():
     assert "python -m pytest" in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r'exec "\$py" -m pytest', ci)
+
+
+def _rows(text, header):
+    """{first cell: last cell} of the table under ``| header |`` in a node's section."""
+    start = text.index(f"| {header} |")
+    rows = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        rows[re.sub(r" \(optional\)$", "", cells[0])] = cells[-1]
+    return rows
+
+
+def test_readme_tables_say_what_the_tooltips_say():
+    """One source of truth: each README table cell is its input's or output's tooltip, word for word."""
+    problems = []
+    for cls in load_node_classes():
+        schema = cls.GET_SCHEMA()
+        if f"(`{schema.node_id}`)" not in README:
+            continue  # documented or not: test_every_node_and_input_is_documented's business
+        text = section(schema.node_id)
+        inputs, outputs = _rows(text, "input"), _rows(text, "output")
+        for item in schema.inputs:
+            if inputs.get(item.id) != item.tooltip:
+                problems.append(f"{schema.node_id} input {item.id}:\n  README:  {inputs.get(item.id)}\n"
+                                f"  tooltip: {item.tooltip}")
+        for output in schema.outputs:
+            if outputs.get(output.display_name) != output.tooltip:
+                problems.append(f"{schema.node_id} output {output.display_name}:\n  README:  "
+                                f"{outputs.get(output.display_name)}\n  tooltip: {output.tooltip}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_memory_figures_have_one_source():
+    from eye_for_an_eye.eye_core.feature_bank import SD15_512_BYTES_PER_STEP
+    from eye_for_an_eye.nodes.inversion import feature_memory_text
+
+    text = feature_memory_text()
+    assert text == ("SD1.5 at 512 px: 22.5 MiB per step, 1.25 GiB per image for the 57 steps the official preset keeps "
+                    "(2.5 GiB for the target and the reference)")
+    assert SD15_512_BYTES_PER_STEP == 22.5 * 2**20
+    troubleshooting = README[README.index("## Troubleshooting"):README.index("## Performance")]
+    assert text in section("EyeForAnEye_InvertLatent") and text in troubleshooting
+    for stale in ("1.5 GiB", "3 GiB", "1.3 GiB"):
+        assert stale not in README, stale
