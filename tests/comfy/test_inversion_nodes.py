@@ -243,3 +243,19 @@ def test_replay_of_the_second_half_after_split_sigmas(sd15, tiny, custom_sampler
     first = replay_through_comfy(custom_sampler_nodes, sd15, trajectory, start, high, pos, neg, 3.5)
     out = replay_through_comfy(custom_sampler_nodes, sd15, trajectory, {"samples": first}, low, pos, neg, 3.5)
     assert (out - latent).abs().max().item() <= 1e-3
+
+
+def test_captured_bytes_per_step_are_the_documented_figure(sd15, tiny):
+    """The README's and the tooltip's memory figure (one constant) is what the bank really keeps.
+
+    The tiny UNet has SD1.5's layout at a tenth of its widths (32 base channels against 320), so a
+    64x64 latent (512 px) keeps exactly a tenth of SD1.5's bytes per step.
+    """
+    from eye_for_an_eye.eye_core.feature_bank import SD15_512_BYTES_PER_STEP
+
+    pos, neg = tiny.sd15_conds()
+    trajectory = run(inversion.InvertLatent, model=sd15, latent={"samples": tiny.vae_like_latent(1, 64, 64)},
+                     positive=pos, negative=neg, steps=3, cfg=3.5, method=EF_DDPM, seed=0, skip_steps=0)[0]
+    bank = trajectory.features
+    assert bank.indices == [0, 1, 2]
+    assert bank.nbytes / len(bank.indices) * (320 // 32) == SD15_512_BYTES_PER_STEP

@@ -81,3 +81,24 @@ def test_memory_figures_have_one_source():
     assert text in section("EyeForAnEye_InvertLatent") and text in troubleshooting
     for stale in ("1.5 GiB", "3 GiB", "1.3 GiB"):
         assert stale not in README, stale
+
+
+def test_install_says_which_python_and_what_is_not_published_yet():
+    install = README[README.index("## Install"):README.index("## Quick start")]
+    # pip with ComfyUI's own Python, for a venv and for the portable build
+    assert "ComfyUI's own Python" in install
+    assert "./venv/bin/python -m pip install -r custom_nodes/eye_for_an_eye/requirements.txt" in install
+    assert r"python_embeded\python.exe -m pip install -r" in install
+    assert "--cpu" in install and "mkdir -p ComfyUI/models/sams" in install
+    # routes that cannot work before publication are said as future, before any of them is named
+    future = install.index("The pack is not published yet")
+    for route in ("ComfyUI-Manager", "comfy node install", "https://github.com/"):
+        assert install.index(route) > future, route
+    assert "git clone" not in install
+
+
+def test_test_prerequisites_come_before_the_test_command():
+    tests = README[README.index("## Tests"):README.index("## Licence and citation")]
+    command = tests.index("python -m pytest")
+    for prerequisite in ('pip install -e ".[test]"', "$COMFYUI_PATH", ".ci/install-browser"):
+        assert tests.index(prerequisite) < command, prerequisite
