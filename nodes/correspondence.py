@@ -11,7 +11,7 @@ from ..eye_core.correspondence import match
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, model_of
 from ..eye_core.visualize import correspondence_colours, warp_image
 from . import _comfy
-from .common import CATEGORY, CORRESPONDENCE, FEATURES, node_id
+from .common import CATEGORY, CORRESPONDENCE, FEATURES, named, node_id
 
 LATENT_TO_PIXELS = 8  # SD VAEs downscale by 8
 LOG = logging.getLogger("eye_for_an_eye")
@@ -49,18 +49,16 @@ def match_correspondence(target_features, reference_features, target_mask=None, 
             f"features from {reference_features.layer}. Set the same decoder_level on both Extract UNet "
             "Features nodes."
         )
-    try:
+    with named(node):
         correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask)
-    except ValueError as error:
-        raise ValueError(f"{node}: {error}") from None
-    correspondence = dataclasses.replace(correspondence, target_origin=getattr(target_features, "origin", None),
-                                         reference_origin=getattr(reference_features, "origin", None))
-    size = _image_size(target_features, target_image)
-    colours = correspondence_colours(correspondence, size)
-    if reference_image is not None:
-        rearranged = warp_image(correspondence, reference_image, size, target_image)
-    else:
-        rearranged = colours
+        correspondence = dataclasses.replace(correspondence, target_origin=getattr(target_features, "origin", None),
+                                             reference_origin=getattr(reference_features, "origin", None))
+        size = _image_size(target_features, target_image)
+        colours = correspondence_colours(correspondence, size)
+        if reference_image is not None:
+            rearranged = warp_image(correspondence, reference_image, size, target_image)
+        else:
+            rearranged = colours
     device = _comfy.storage_device()
     return correspondence.to(device), rearranged.to(device), colours.to(device)
 

@@ -13,7 +13,7 @@ from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, inv
 from ..eye_core.rearrange import LAYER_CHOICES, OFFICIAL_STEPS, TWO_FINEST, TransferSchedule, choose_layers
 from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
 from . import _comfy
-from .common import CATEGORY, TRAJECTORY, node_id
+from .common import CATEGORY, TRAJECTORY, named, node_id
 
 # Latents whose values are all below this (in raw VAE units) are treated as empty.
 EMPTY_LATENT_ATOL = 1e-8
@@ -167,12 +167,13 @@ def invert_latent(model, latent, positive, negative, steps, cfg, method, seed, s
             f"fit. Lower steps to {grid.numel() - 1} or fewer (and skip_steps below it), or remove the node that "
             "changed the schedule.")
     origin = Origin(model=_comfy.model_print(model), images=_comfy.image_print(samples))
-    sigmas = inversion_sigmas(grid, steps)[skip_steps:]
+    with named(node):
+        sigmas = inversion_sigmas(grid, steps)[skip_steps:]
+        layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers) if capture_features else None
     result = {}
     recorder = None
     sampling_model = model
     if capture_features:
-        layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers)
         # the transfer edits nothing before the official rearrange_start: do not spend the budget there
         first = TransferSchedule().first_step(steps - skip_steps)
         bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device(), start_index=first)

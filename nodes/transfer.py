@@ -14,7 +14,7 @@ from ..eye_core.rearrange import (GUIDANCE_MODES, INJECTION_MODES, LAYER_CHOICES
                                   TransferSchedule, choose_layers)
 from ..eye_core.transfer import TransferPlan, check_pair
 from . import _comfy
-from .common import CATEGORY, CORRESPONDENCE, TRAJECTORY, node_id
+from .common import CATEGORY, CORRESPONDENCE, TRAJECTORY, named, node_id
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
 from ..eye_core.trajectory import EF_DDPM
@@ -133,7 +133,11 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
     """Apply Appearance Transfer's work: the patched MODEL clone; errors name ``node``."""
     _comfy.require_unet(model, node)
     check_trajectories(reference, structure, node, model)
-    chosen = choose_layers(_comfy.decoder_attention_levels(model), layers)
+    with named(node):
+        chosen = choose_layers(_comfy.decoder_attention_levels(model), layers)
+        schedule = TransferSchedule(rearrange_start=rearrange_start, rearrange_end=rearrange_end,
+                                    structure_end=structure_end, structure_interval=structure_interval,
+                                    adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end)
     if not chosen:
         raise ValueError(f"{node}: this model has no decoder self-attention at '{layers}'; "
                          f"choose '{TWO_FINEST}' or 'all decoder levels'.")
@@ -146,9 +150,6 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
                        _comfy.attention_grids(model, chosen, structure.latent_shape[-2:]), node)
     _check_mask_tokens(reference_mask, "reference_mask", "reference",
                        _comfy.attention_grids(model, chosen, reference.latent_shape[-2:]), node)
-    schedule = TransferSchedule(rearrange_start=rearrange_start, rearrange_end=rearrange_end,
-                                structure_end=structure_end, structure_interval=structure_interval,
-                                adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end)
     plan = TransferPlan(reference=reference, structure=structure, layers=chosen, schedule=schedule,
                         injection=injection, guidance=guidance, strength=float(strength),
                         correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask)
@@ -233,7 +234,8 @@ def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=N
                      node=SAMPLER):
     """The Transfer Sampler's SAMPLER; errors (here and while it samples) name ``node``."""
     check_trajectories(reference, structure, node)
-    schedule = TransferSchedule(adain_start=adain_start, adain_end=adain_end)
+    with named(node):
+        schedule = TransferSchedule(adain_start=adain_start, adain_end=adain_end)
     batch = structure.latent_shape[0]
     hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
                        _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node))

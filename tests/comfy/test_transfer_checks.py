@@ -259,6 +259,15 @@ def test_mask_errors_name_the_node(pair):
         apply(model, reference, target, reference_mask=torch.zeros(1, 64, 64))
 
 
+def test_settings_out_of_range_sent_through_the_api_name_the_node(pair):
+    model, pos, neg, target, reference, *_ = pair
+    with pytest.raises(ValueError, match=r"^Apply Appearance Transfer: rearrange_start must be a fraction of the "
+                                         r"schedule between 0 and 1, got 1\.5$"):
+        apply(model, reference, target, rearrange_start=1.5)
+    with pytest.raises(ValueError, match=r"^Transfer Sampler: adain_start must be a fraction"):
+        run(transfer.TransferSampler, structure=target, reference=reference, adain_start=-0.1, adain_end=1.0)
+
+
 # ---------------------------------------------------------------- the all-in-one node names itself
 
 def _all_in_one(model, vae, pos, neg, **settings):
