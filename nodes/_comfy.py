@@ -1,8 +1,9 @@
 """The one place where the pack touches ComfyUI internals.
 
 Model sampling, the sigma grid, the UNet check, the CFG guider, samplers, progress bars,
-interruption and devices are reached only through this module, so a change in ComfyUI
-is mended here and nowhere else. Everything below is imported lazily by the node
+interruption, devices, the model's fingerprint (its config, weights, patches and wrappers)
+and the conditioning a model expects are reached only through this module, so a change in
+ComfyUI is mended here and nowhere else. Everything below is imported lazily by the node
 modules (never at pack import time).
 """
 
