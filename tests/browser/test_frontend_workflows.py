@@ -248,3 +248,16 @@ def test_nodes_do_not_overlap(name, load_example):
             if dx > OVERLAP_TOLERANCE and dy > OVERLAP_TOLERANCE:
                 overlaps.append(f"node {id_a} {title_a!r} and node {id_b} {title_b!r} overlap by {dx:.0f} x {dy:.0f}")
     assert overlaps == [], f"{name}:\n  " + "\n  ".join(overlaps)
+
+
+@workflows
+def test_nodes_open_inside_the_view(name, load_example):
+    """The view the frontend restores on load shows every node's title bar: none is cut off at the top or
+    left canvas edge (canvas point p is drawn at (p + offset) * scale)."""
+    report = load_example(name)
+    assert report.view is not None
+    (dx, dy), scale = report.view["offset"], report.view["scale"]
+    cut = [f"node {n['id']} {n['title']!r} at screen ({(n['rect'][0] + dx) * scale:.0f}, "
+           f"{(n['rect'][1] + dy) * scale:.0f})" for n in report.nodes
+           if (n["rect"][0] + dx) * scale < -1 or (n["rect"][1] + dy) * scale < -1]
+    assert cut == [], f"{name}: cut off at the canvas edge when it opens:\n  " + "\n  ".join(cut)

@@ -28,8 +28,11 @@ EXAMPLE_OVERRIDES: dict[str, dict] = {
     "appearance_transfer.json": {**_FAST_INVERSION, **_FAST_FEATURES,
                                  "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
     "appearance_transfer_simple.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3}},
+    "segment_preview.json": {"EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny.pth"}},
 }
 IMAGE_SIZE = (128, 128)
+NODE_TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
+SAM_CHECKPOINT = "sam_hq_vit_l.pth"  # the README's recommendation, nodes.sam.DEFAULT_CHECKPOINT
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
@@ -37,6 +40,39 @@ def test_example_workflow_is_consistent(path):
     workflow = workflow_api.load_workflow(path)
     assert workflow_api.is_ui_workflow(workflow), f"{path.name} is not a UI-format workflow"
     assert workflow_api.link_problems(workflow) == []
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
+def test_example_workflow_opens_with_every_node_in_view(path):
+    """At the view the file saves (extra.ds), no node's title bar starts above or left of the canvas."""
+    workflow = workflow_api.load_workflow(path)
+    view = (workflow.get("extra") or {}).get("ds") or {"offset": [0, 0], "scale": 1}
+    (dx, dy), scale = view["offset"], view["scale"]
+    cut = [(n["id"], n["type"]) for n in workflow["nodes"]
+           if (n["pos"][0] + dx) * scale < 0 or (n["pos"][1] - NODE_TITLE_HEIGHT + dy) * scale < 0]
+    assert cut == [], f"{path.name}: nodes cut off at the canvas edge when it opens: {cut}"
+
+
+def test_sam_workflows_share_one_checkpoint_and_boxes_that_fit_any_image():
+    from eye_test_support.comfy_env import require_comfy
+
+    require_comfy()
+    from eye_for_an_eye.eye_core.masks import build_prompts
+    from eye_for_an_eye.nodes.sam import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT == SAM_CHECKPOINT
+    seen = 0
+    for path in EXAMPLE_FILES:
+        for node in workflow_api.load_workflow(path)["nodes"]:
+            if node["type"] == "EyeForAnEye_LoadSAMHQModel":
+                assert node["widgets_values"][0] == SAM_CHECKPOINT, path.name
+                seen += 1
+            if node["type"] == "EyeForAnEye_SAMHQSegment" and node["widgets_values"][0]:
+                for width, height in ((128, 96), (512, 512), (1216, 832)):
+                    box = build_prompts(node["widgets_values"][0], "", "", width, height).boxes[0].tolist()
+                    # inside the image and covering its centre, whatever its size
+                    assert 0 <= box[0] < width / 2 < box[2] <= width and 0 <= box[1] < height / 2 < box[3] <= height
+    assert seen >= 2
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])

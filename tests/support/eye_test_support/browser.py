@@ -154,7 +154,9 @@ _REPORT_JS = """async () => {
   let prompt = null, promptError = null;
   try { prompt = plain((await app.graphToPrompt()).output); } catch (e) { promptError = String(e && e.stack || e); }
   const dialogs = (""" + _DIALOGS_JS + """)();
-  return { nodes, links, prompt, promptError, dialogs, missing: window.__eyeProbe.missing.slice() };
+  const ds = app.canvas.ds;
+  const view = { offset: [ds.offset[0], ds.offset[1]], scale: ds.scale };
+  return { nodes, links, prompt, promptError, dialogs, view, missing: window.__eyeProbe.missing.slice() };
 }"""
 
 # Fit every node (with its title) into the viewport, centred, with a margin.
@@ -204,6 +206,7 @@ class LoadReport:
     prompt_error: str | None
     dialogs: list
     messages: list = field(default_factory=list)  # ConsoleEntry during the load
+    view: dict | None = None  # the canvas view after the load: {"offset": [x, y], "scale": s}
 
     def node(self, node_id):
         return next((n for n in self.nodes if str(n["id"]) == str(node_id)), None)
@@ -291,7 +294,8 @@ class Frontend:
         return LoadReport(
             name=name, fetch_status=result["fetchStatus"], unregistered=result.get("unregistered") or [],
             missing=data["missing"], nodes=data["nodes"], links=data["links"], prompt=data["prompt"],
-            prompt_error=data["promptError"], dialogs=data["dialogs"], messages=self.messages[first:])
+            prompt_error=data["promptError"], dialogs=data["dialogs"], messages=self.messages[first:],
+            view=data.get("view"))
 
     def set_focus_mode(self, on: bool = True):
         """Hide the menus and sidebars (the frontend's Focus Mode)."""
