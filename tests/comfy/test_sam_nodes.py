@@ -359,3 +359,11 @@ def test_interrupting_returns_the_model_to_its_idle_device(loaded, monkeypatch):
 def test_a_wrong_model_input_is_refused():
     with pytest.raises(TypeError, match="must come from Load SAM-HQ Model"):
         segment(object(), picture(), boxes="")
+
+
+def test_the_loader_defaults_to_the_readmes_checkpoint_when_it_is_there():
+    assert sam_nodes.DEFAULT_CHECKPOINT == "sam_hq_vit_l.pth"
+    assert sam_nodes._default_checkpoint(["sam_hq_vit_b.pth", "sam_hq_vit_l.pth"]) == "sam_hq_vit_l.pth"
+    assert sam_nodes._default_checkpoint(["a.pth", "sub/sam_hq_vit_l.pth"]) == "sub/sam_hq_vit_l.pth"
+    assert sam_nodes._default_checkpoint(["sam_hq_vit_tiny.pth"]) == "sam_hq_vit_tiny.pth"  # else the first file
+    assert sam_nodes._default_checkpoint([sam_nodes.NO_CHECKPOINT]) == sam_nodes.NO_CHECKPOINT
