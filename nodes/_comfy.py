@@ -383,11 +383,60 @@ def with_transfer_patch(model, plan):
     """
     import comfy.patcher_extension
 
+    from ..eye_core.rearrange import IMPLICIT
+
     key = f"{_CALL}{next(_patch_numbers)}"
     clone = model.clone()
     clone.set_model_attn1_patch(TransferAttentionPatch(plan, key))
     clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, _transfer_wrapper(plan, key))
+    if plan.injection == IMPLICIT:
+        for layer in plan.layers:
+            (block_name, number), depth = layer
+            clone.set_model_attn1_replace(ImplicitAttention(plan, key, _attention_module(model, layer)),
+                                          block_name, number, depth)
     return clone
+
+
+def _attention_module(model, layer):
+    """The self-attention module (``attn1``) of a layer key ``(("output", block), depth)``."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    (_, number), depth = layer
+    for part in _unet(model).output_blocks[number]:
+        if isinstance(part, SpatialTransformer):
+            return part.transformer_blocks[depth].attn1
+    raise ValueError(f"output block {number} has no self-attention")
+
+
+class ImplicitAttention:
+    """attn1 replacement of the implicit (Cross-Image Attention) baseline: on rearrangement steps the
+    output's queries attend to the reference's keys and values, projected by the layer's own weights.
+    (Stacked transfers in implicit mode: the last one's replacement wins at a layer.)"""
+
+    def __init__(self, plan, key, module):
+        self.plan, self.key, self.module = plan, key, module
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, q, k, v, extra_options):
+        from comfy.ldm.modules.attention import optimized_attention
+
+        heads = extra_options["n_heads"]
+        precision = extra_options.get("attn_precision")
+
+        def attention(q_, k_, v_):
+            return optimized_attention(q_, k_, v_, heads, attn_precision=precision)
+
+        state = extra_options.get(self.key)
+        if state is None or state.capture_role is not None:
+            return attention(q, k, v)
+        cond_or_uncond = extra_options["cond_or_uncond"]
+        layer = _layer_key(extra_options)
+        sources = {role_kind: state.features[role_kind][layer]
+                   for role_kind in self.plan.needed(state.info, cond_or_uncond)}
+        return self.plan.attend(q, k, v, state.info, cond_or_uncond, _grid(extra_options, q.shape[1]), sources, heads,
+                                lambda tokens: (self.module.to_k(tokens), self.module.to_v(tokens)), attention)
 
 
 # ---------------------------------------------------------------- SAM-HQ: models/sams and devices

@@ -10,7 +10,7 @@ from comfy_api.v0_0_2 import io
 from ..eye_core.adain import masked_adain
 from ..eye_core.correspondence import empty_rows, no_token_message, resize_mask
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
-from ..eye_core.rearrange import (GUIDANCE_MODES, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
+from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
                                   TransferSchedule, choose_layers)
 from ..eye_core.transfer import TransferPlan, check_pair
 from . import _comfy
@@ -142,6 +142,9 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
         raise ValueError(f"{node}: this model has no decoder self-attention at '{layers}'; "
                          f"choose '{TWO_FINEST}' or 'all decoder levels'.")
     batch = structure.latent_shape[0]
+    if correspondence is not None and injection == IMPLICIT:
+        raise ValueError(f"{node}: injection 'implicit' uses no correspondence (the attention "
+                         "itself finds where to look); disconnect the correspondence input, or choose 'feature'.")
     if correspondence is not None:
         check_correspondence(correspondence, structure, reference, batch, node)
     target_mask = _check_mask(target_mask, "target_mask", batch, node)
@@ -188,7 +191,9 @@ class ApplyAppearanceTransfer(io.ComfyNode):
                               "features inside it are used."),
                 io.Combo.Input("injection", options=list(INJECTION_MODES), default="feature", tooltip="feature: Q, K "
                                "and V all come from the rearranged features (the paper's choice). value: only V. "
-                               "key-value: K and V."),
+                               "key-value: K and V. implicit: no correspondence at all, the output's queries attend "
+                               "to the reference's keys and values (Cross-Image Attention, contrast 1.67), the "
+                               "baseline the paper compares against; per-step, no correspondence input."),
                 io.Combo.Input("layers", options=list(LAYER_CHOICES), default=TWO_FINEST, tooltip="Decoder "
                                "self-attention levels edited. Two finest: SD1.5 output blocks 6-11, SDXL 0-5."),
                 _fraction("rearrange_start", OFFICIAL_SCHEDULE.rearrange_start, "Fraction of the generation steps "
