@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..eye_demo.anatomy import PART_LABELS
 from ..eye_demo.pairs import CATEGORIES, ideal_transfer, make_pair
@@ -34,7 +34,8 @@ class LoadDemoModel(io.ComfyNode):
                 "The small diffusion model that ships with the pack, trained on the synthetic world of Eye Demo Scene "
                 "(birds and fish at 128 x 128). An SD1.5-family model (UNet, KL VAE, text encoder on ComfyUI's own "
                 "classes): every stock node works with it. Prompts: 'a photo of a bird', 'a photo of a fish'. It "
-                "only knows its world; use your own checkpoint for real photographs."
+                "only knows its world; use your own checkpoint for real photographs. Its training is not finished (see "
+                "eye_demo/MODEL_CARD.md): it draws creature-shaped patches of colour, not yet detailed creatures."
             ),
             inputs=[],
             outputs=[
@@ -97,12 +98,13 @@ class DemoScene(io.ComfyNode):
                 io.Mask.Output(display_name="reference_mask", tooltip="The reference creature's exact mask."),
                 io.Image.Output(display_name="ideal", tooltip="The perfect transfer, drawn by the renderer: the "
                                 "target's pose and background with the reference's part colours and patterns."),
-                io.Image.Output(display_name="part_maps", tooltip="Target | reference, each pixel coloured by its "
-                                "part (head red, beak yellow, body blue, wing green, tail magenta, legs grey): the "
+                io.Image.Output(display_name="part_maps", tooltip="The target and the reference side by side, each pixel "
+                                "coloured by its part (head red, beak yellow, body blue, wing green, tail magenta, legs grey): the "
                                 "same part has the same colour in both."),
-                io.String.Output(display_name="target_prompt", tooltip="'a photo of a <species>' for the target."),
-                io.String.Output(display_name="reference_prompt", tooltip="'a photo of a <species>' for the "
-                                 "reference."),
+                io.String.Output(display_name="target_prompt", tooltip="The target's prompt: 'a photo of a bird' or "
+                                 "'a photo of a fish'."),
+                io.String.Output(display_name="reference_prompt", tooltip="The reference's prompt: 'a photo of a "
+                                 "bird' or 'a photo of a fish'."),
             ],
         )
 

@@ -257,9 +257,8 @@ def test_the_pack_is_written_against_a_pinned_node_api():
 
     root = Path(__file__).resolve().parents[2]
     assert hasattr(pinned, "io") and hasattr(pinned, "ComfyExtension")
-    not_yet = {"demo.py"}  # the demo kit's node module moves with its own change
     latest = [p.name for p in sorted((root / "nodes").glob("*.py"))
-              if p.name not in not_yet and re.search(r"^\s*(from|import) comfy_api\.latest", p.read_text(), re.M)]
+              if re.search(r"^\s*(from|import) comfy_api\.latest", p.read_text(), re.M)]
     assert latest == []
-    for name in ("__init__.py", "inversion.py", "features.py", "correspondence.py", "transfer.py", "sam.py"):
+    for name in ("__init__.py", "inversion.py", "features.py", "correspondence.py", "transfer.py", "sam.py", "demo.py"):
         assert "from comfy_api.v0_0_2 import" in (root / "nodes" / name).read_text(), name

@@ -21,7 +21,7 @@ def section(node_id):
 
 def test_every_node_and_input_is_documented():
     classes = load_node_classes()
-    assert len(classes) == 9  # inversion 2, features 1, correspondence 1, transfer 3, SAM-HQ 2
+    assert len(classes) == 11  # inversion 2, features 1, correspondence 1, transfer 3, SAM-HQ 2, demo 2
     for cls in classes:
         schema = cls.GET_SCHEMA()
         text = section(schema.node_id)
@@ -38,7 +38,9 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 def _rows(text, header):
-    """{first cell: last cell} of the table under ``| header |`` in a node's section."""
+    """{first cell: last cell} of the table under ``| header |`` in a node's section ({} if it has none)."""
+    if f"| {header} |" not in text:
+        return {}
     start = text.index(f"| {header} |")
     rows = {}
     for line in text[start:].splitlines()[2:]:
