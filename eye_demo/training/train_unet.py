@@ -31,7 +31,7 @@ from .data import render_dataset
 TRAIN_SEEDS = (100_000, 65_536)
 DROP_PROMPT = 0.15
 MIN_SNR_GAMMA = 5.0
-EMA_DECAY = 0.999
+EMA_DECAY = 0.995
 
 
 def encode_dataset(vae, images: np.ndarray, cache: Path, batch: int = 64) -> torch.Tensor:
@@ -59,11 +59,16 @@ def main(argv=None):
     parser.add_argument("--init", default=None, help="start from a shipped file when the run has no state")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--images", type=int, default=24_576, help="how many of the rendered examples to encode "
+                        "and train on (encoding costs about 1/86 s an image on 2 CPU cores)")
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--probe-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                        help="bfloat16 autocast for the forward pass (fp32 weights and optimiser; 1.25x on a CPU "
+                             "with avx512_bf16)")
     args = parser.parse_args(argv)
 
     import_comfyui()
@@ -84,7 +89,8 @@ def main(argv=None):
     vae.eval().requires_grad_(False)
     clip = build_clip()
     images, captions = render_dataset(*TRAIN_SEEDS)
-    latents = encode_dataset(vae, images, run / f"latents-{TRAIN_SEEDS[0]}-{TRAIN_SEEDS[1]}.pt").float()
+    images, captions = images[:args.images], captions[:args.images]
+    latents = encode_dataset(vae, images, run / f"latents-{TRAIN_SEEDS[0]}-{args.images}.pt").float()
     del images
     names = sorted(set(captions)) + [""]
     with torch.no_grad():
@@ -128,7 +134,7 @@ def main(argv=None):
             "step": step, "samples": step * args.batch, "wall": wall_now, "cpu": cpu_now, "batch": args.batch,
             "parameters": parameters, "vae_psnr": vae_file.get("psnr"), "vae_steps": vae_file.get("step"),
             "vae_wall": vae_file.get("wall"), "vae_cpu": vae_file.get("cpu"), "prompts": names[:-1],
-            "image_size": 128, "drop_prompt": DROP_PROMPT, "lr": args.lr, "ema": EMA_DECAY,
+            "image_size": 128, "drop_prompt": DROP_PROMPT, "lr": args.lr, "ema": EMA_DECAY, "bf16": args.bf16,
         }
         save_checkpoint(out, ema.state_dict(), vae.state_dict(), clip.cond_stage_model.state_dict(), metadata)
         (run / "exported.json").write_text(json.dumps(metadata, indent=1))
@@ -147,9 +153,10 @@ def main(argv=None):
         a = abar[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in optimiser.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr, warmup=300)
-        predicted = unet(noisy, t.float(), context=context)
-        per_sample = (predicted - noise).pow(2).mean(dim=(1, 2, 3))
+            group["lr"] = cosine_lr(step, args.steps, args.lr, warmup=150)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            predicted = unet(noisy, t.float(), context=context)
+        per_sample = (predicted.float() - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * weight_of_t[t]).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
