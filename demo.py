@@ -6,7 +6,8 @@ Loads ComfyUI (``COMFYUI_PATH``, else the ComfyUI this pack is installed in, els
 ``~/comfy/ComfyUI``), its built-in nodes and this pack, turns
 ``example_workflows/appearance_transfer_demo.json`` into a prompt exactly as the frontend
 would, runs it with ``execution.PromptExecutor`` and writes the side-by-side picture
-(target | reference | result) to ``--out``. The demo model ships with the pack and the
+(target | reference | result | ideal, the last drawn by the renderer: what a perfect transfer
+looks like) to ``--out``. The demo model ships with the pack and the
 images are drawn by Eye Demo Scene: nothing is downloaded, no GPU is needed.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent
 DEMO_WORKFLOW = PACK_DIR / "example_workflows" / "appearance_transfer_demo.json"
 SCENE_NODE = "EyeForAnEye_DemoScene"
-RESULT_TITLE = "target | reference | result"
+RESULT_TITLE = "target | reference | result | ideal"
 
 
 def find_comfyui() -> Path:
@@ -164,7 +165,7 @@ def run(prompt: dict, quiet: bool = False) -> dict:
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="eye_demo.png", help="where to write target | reference | result (PNG)")
+    parser.add_argument("--out", default="eye_demo.png", help="where to write target | reference | result | ideal (PNG)")
     parser.add_argument("--seed", type=int, default=None, help="another demo pair (Eye Demo Scene's seed)")
     parser.add_argument("--category", default=None, help="aligned, moved, flipped (default), rotated, articulated "
                         "or cross-species")
@@ -205,7 +206,7 @@ def main(argv=None) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out)
     if not args.quiet:
-        print(f"wrote {out} (target | reference | result) in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        print(f"wrote {out} (target | reference | result | ideal) in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return out
 
 

@@ -21,7 +21,7 @@ OFFICIAL_ADAIN = [0.7206, 1.0]
 
 
 def demo_workflow(info: dict):
-    """Demo scene + demo model -> the modular transfer graph (official settings) -> target | reference | result."""
+    """Demo scene + demo model -> the modular transfer graph (official settings) -> target | reference | result | ideal."""
     from eye_test_support.workflow_builder import WorkflowBuilder
 
     b = WorkflowBuilder(info, "appearance_transfer_demo")
@@ -52,7 +52,9 @@ def demo_workflow(info: dict):
                               title="target | reference")
     stitch_result = b.node("ImageStitch", (1880, 300), (300, 150), ["right", True, 4, "white"],
                            title="... | result")
-    save = b.node("SaveImage", (2220, 0), (520, 260), ["eye_demo"], title="target | reference | result")
+    stitch_ideal = b.node("ImageStitch", (1880, 500), (300, 150), ["right", True, 4, "white"],
+                          title="... | ideal")
+    save = b.node("SaveImage", (2220, 0), (620, 260), ["eye_demo"], title="target | reference | result | ideal")
 
     b.link(model, 0, invert_target, "model")
     b.link(model, 0, invert_reference, "model")
@@ -92,7 +94,9 @@ def demo_workflow(info: dict):
     b.link(scene, 1, stitch_reference, "image2")
     b.link(stitch_reference, 0, stitch_result, "image1")
     b.link(decode, 0, stitch_result, "image2")
-    b.link(stitch_result, 0, save, "images")
+    b.link(stitch_result, 0, stitch_ideal, "image1")
+    b.link(scene, 4, stitch_ideal, "image2")
+    b.link(stitch_ideal, 0, save, "images")
     return b
 
 
