@@ -149,6 +149,23 @@ class Trajectory:
         return tensor.expand(batch, *tensor.shape[1:])
 
 
+def reference_noise_seed(seed: int) -> int:
+    """The reference's inversion seed, derived from the target's: seed + 1 (wrapping at 2**64).
+
+    Inverted with one seed, the target and the reference get the same noise map at every step;
+    their noisy latents then share that noise, and per-step matching drifts toward matching each
+    token to its own position (with random weights, 73 % of the tokens at t=561 against 1 % with
+    independent draws), the opposite of what semantic matching is for.
+    """
+    return (int(seed) + 1) % 2**64
+
+
+def share_noise(a: Trajectory, b: Trajectory) -> bool:
+    """True when two edit-friendly trajectories of one latent size were drawn from the same noise seed."""
+    return (a.method == b.method == EF_DDPM and a.seed == b.seed
+            and tuple(a.latent_shape[1:]) == tuple(b.latent_shape[1:]))
+
+
 def ancestral_split(sigma: float, sigma_next: float) -> tuple[float, float]:
     """(sigma_down, sigma_up) of a full ancestral (eta = 1, DDPM-posterior) step.
 

@@ -223,7 +223,9 @@ class InvertLatent(io.ComfyNode):
                                tooltip="Edit-friendly DDPM: independent noise per step plus stored noise maps; "
                                "replays exactly at any cfg. DDIM: deterministic, approximate, best at cfg near 1."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the per-step noise of edit-friendly DDPM (ignored by DDIM)."),
+                             tooltip="Seed of the per-step noise of edit-friendly DDPM (ignored by DDIM). Give the "
+                             "target and the reference different seeds: with one seed their noise is the same at "
+                             "every step and matching leans toward same-position matches."),
                 io.Int.Input("skip_steps", default=32, min=0, max=998, tooltip="Steps skipped at the noisy end: "
                              "generation starts at step skip_steps of steps (the authors skip 32 of 100 and run 68). "
                              "More skipped steps keep more of the image's layout."),

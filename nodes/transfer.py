@@ -17,7 +17,7 @@ from . import _comfy
 from .common import CATEGORY, CORRESPONDENCE, TRAJECTORY, named, node_id
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
-from ..eye_core.trajectory import EF_DDPM
+from ..eye_core.trajectory import EF_DDPM, reference_noise_seed, share_noise
 from .inversion import _replay, invert_latent
 
 OFFICIAL_SCHEDULE = TransferSchedule()
@@ -127,12 +127,23 @@ def _check_mask_tokens(mask, name, role, grids, node):
                 f"the layers at that grid leave those images as they are; draw a larger mask{other}"))
 
 
+def warn_shared_noise(reference, structure, node):
+    """Two inversions from one seed share their noise maps: say so (the transfer still runs)."""
+    if share_noise(reference, structure):
+        LOG.warning(
+            "%s: the target and the reference were inverted with the same seed (%d), so their noise is the same at "
+            "every step; per-step matching then leans toward matching each part to the same position rather than "
+            "to the same part. Give the reference's Invert Latent another seed (e.g. %d).",
+            node, structure.seed, reference_noise_seed(structure.seed))
+
+
 def apply_transfer(model, reference, structure, injection, layers, rearrange_start, rearrange_end, structure_end,
                    structure_interval, guidance, strength, correspondence=None, target_mask=None, reference_mask=None,
                    node=APPLY):
     """Apply Appearance Transfer's work: the patched MODEL clone; errors name ``node``."""
     _comfy.require_unet(model, node)
     check_trajectories(reference, structure, node, model)
+    warn_shared_noise(reference, structure, node)
     with named(node):
         chosen = choose_layers(_comfy.decoder_attention_levels(model), layers)
         schedule = TransferSchedule(rearrange_start=rearrange_start, rearrange_end=rearrange_end,
@@ -321,7 +332,9 @@ class AppearanceTransfer(io.ComfyNode):
                                "matching on attention features (official) or one DIFT correspondence for all steps "
                                "(steadier, cheaper)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the inversion noise."),
+                             tooltip="Seed of the target's inversion noise; the reference's is seed + 1, so the "
+                             "two images get independent noise (one noise for both pulls matching toward "
+                             "same-position matches)."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The target with the reference's appearance."),
@@ -338,7 +351,8 @@ class AppearanceTransfer(io.ComfyNode):
         for name, latent in latents.items():
             trajectory, start, sigmas = invert_latent(
                 model=model, latent=latent, positive=positive, negative=negative, steps=steps, cfg=inversion_cfg,
-                method=EF_DDPM, seed=seed, skip_steps=skip_steps, node=ALL_IN_ONE)
+                method=EF_DDPM, seed=seed if name == "target" else reference_noise_seed(seed), skip_steps=skip_steps,
+                node=ALL_IN_ONE)
             trajectories[name], starts[name] = trajectory, start
         correspondence = None
         if matching == FIXED_DIFT:

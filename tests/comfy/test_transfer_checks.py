@@ -26,9 +26,9 @@ def run(node, **inputs):
     return tuple(node.execute(**inputs).args)
 
 
-def invert(model, latent, pos, neg, steps=8, skip=2, capture=False):
+def invert(model, latent, pos, neg, steps=8, skip=2, capture=False, seed=1):
     return run(inversion.InvertLatent, model=model, latent={"samples": latent}, positive=pos, negative=neg,
-               steps=steps, cfg=3.5, method=EF_DDPM, seed=1, skip_steps=skip, capture_features=capture)
+               steps=steps, cfg=3.5, method=EF_DDPM, seed=seed, skip_steps=skip, capture_features=capture)
 
 
 def apply(model, reference, structure, **settings):
@@ -100,7 +100,7 @@ def test_the_transfer_patch_keeps_the_models_print_and_freeu_passes(sd15, tiny, 
     pos, neg = tiny.sd15_conds()
     with_freeu = FreeU().patch(sd15, 1.2, 1.4, 0.9, 0.2)[0]
     target, start, sigmas = invert(with_freeu, tiny.vae_like_latent(1, 16, 16, seed=3), pos, neg, capture=True)
-    reference, _, _ = invert(with_freeu, tiny.vae_like_latent(1, 16, 16, seed=4), pos, neg, capture=True)
+    reference, _, _ = invert(with_freeu, tiny.vae_like_latent(1, 16, 16, seed=4), pos, neg, capture=True, seed=2)
     again = FreeU().patch(sd15, 1.2, 1.4, 0.9, 0.2)[0]  # the authors' FreeU, applied anew before the transfer
     with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):
         patched = apply(again, reference, target)
@@ -266,6 +266,44 @@ def test_settings_out_of_range_sent_through_the_api_name_the_node(pair):
         apply(model, reference, target, rearrange_start=1.5)
     with pytest.raises(ValueError, match=r"^Transfer Sampler: adain_start must be a fraction"):
         run(transfer.TransferSampler, structure=target, reference=reference, adain_start=-0.1, adain_end=1.0)
+
+
+# ---------------------------------------------------------------- independent noise for the two images
+
+def test_two_inversions_with_one_seed_are_named_and_still_run(sd15, tiny, caplog):
+    pos, neg = tiny.sd15_conds()
+    target, _, _ = invert(sd15, tiny.vae_like_latent(1, 16, 16, seed=3), pos, neg, seed=5)
+    same, _, _ = invert(sd15, tiny.vae_like_latent(1, 16, 16, seed=4), pos, neg, seed=5)
+    other, _, _ = invert(sd15, tiny.vae_like_latent(1, 16, 16, seed=4), pos, neg, seed=6)
+    with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):
+        patched = apply(sd15, same, target)
+    assert warnings_in(caplog) == [
+        "Apply Appearance Transfer: the target and the reference were inverted with the same seed (5), so their "
+        "noise is the same at every step; per-step matching then leans toward matching each part to the same "
+        "position rather than to the same part. Give the reference's Invert Latent another seed (e.g. 6)."]
+    assert patched is not sd15
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):
+        apply(sd15, other, target)
+    assert warnings_in(caplog) == []
+
+
+def test_the_all_in_one_node_inverts_the_reference_with_its_own_seed(sd15, tiny, monkeypatch, caplog):
+    from eye_for_an_eye.eye_core.trajectory import reference_noise_seed
+
+    seeds = []
+    real = transfer.invert_latent
+
+    def recording(**inputs):
+        seeds.append(inputs["seed"])
+        return real(**inputs)
+
+    monkeypatch.setattr(transfer, "invert_latent", recording)
+    pos, neg = tiny.sd15_conds()
+    with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):
+        _all_in_one(sd15, tiny.tiny_vae(), pos, neg, seed=41)
+    assert seeds == [41, reference_noise_seed(41)] == [41, 42]
+    assert not any("same seed" in message for message in warnings_in(caplog))
 
 
 # ---------------------------------------------------------------- the all-in-one node names itself

@@ -10,7 +10,14 @@ from eye_for_an_eye.eye_core.inversion import (
     invert_edit_friendly,
     leading_timesteps,
 )
-from eye_for_an_eye.eye_core.trajectory import DDIM, EF_DDPM, ancestral_split, replay_step
+from eye_for_an_eye.eye_core.trajectory import (
+    DDIM,
+    EF_DDPM,
+    ancestral_split,
+    reference_noise_seed,
+    replay_step,
+    share_noise,
+)
 
 
 def sd_like_grid():
@@ -100,6 +107,24 @@ def test_noise_maps_change_with_the_seed(x0):
     b = invert_edit_friendly(x0, sigmas, denoise, NoiseStream(2, x0.shape))
     assert not torch.allclose(a.noise, b.noise)
     assert torch.equal(a.clean_latent, b.clean_latent)
+
+
+def test_the_reference_seed_draws_noise_independent_of_the_targets(x0):
+    """One seed for both images would give them the same noise at every step; the derived seed does not."""
+    import dataclasses
+
+    assert reference_noise_seed(0) == 1 and reference_noise_seed(2**64 - 1) == 0  # the widget's whole range
+    target, reference = NoiseStream(7, x0.shape), NoiseStream(reference_noise_seed(7), x0.shape)
+    a, b = target.next().flatten(), reference.next().flatten()
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.05
+    sigmas = inversion_sigmas(sd_like_grid(), 6)
+    one = invert_edit_friendly(x0, sigmas, toy_denoiser(), NoiseStream(7, x0.shape), seed=7)
+    assert one.seed == 7
+    assert share_noise(one, dataclasses.replace(one, latents=one.latents.flip(1)))  # another image, same seed
+    assert not share_noise(one, dataclasses.replace(one, seed=reference_noise_seed(7)))
+    assert not share_noise(one, dataclasses.replace(one, method=DDIM, noise=None))  # DDIM draws no noise
+    smaller = invert_edit_friendly(x0[..., :8], sigmas, toy_denoiser(), NoiseStream(7, x0[..., :8].shape), seed=7)
+    assert not share_noise(one, smaller)  # other latent size: other draws
 
 
 def test_ddim_round_trip_error_shrinks_with_steps(x0):

@@ -76,6 +76,14 @@ def test_sam_workflows_share_one_checkpoint_and_boxes_that_fit_any_image():
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
+def test_example_inversions_draw_independent_noise(path):
+    """Two Invert Latent nodes of one workflow (a target and a reference) never share a noise seed."""
+    seeds = [node["widgets_values"][3] for node in workflow_api.load_workflow(path)["nodes"]
+             if node["type"] == "EyeForAnEye_InvertLatent"]
+    assert len(seeds) == len(set(seeds)), f"{path.name}: Invert Latent seeds {seeds}"
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
 def test_example_workflow_runs(path, run_workflow, object_info, input_image):
     workflow = workflow_api.load_workflow(path)
     missing = sorted({n["type"] for n in workflow["nodes"]} - set(object_info)
