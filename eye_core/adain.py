@@ -5,6 +5,12 @@ the reference latent's mean and standard deviation, so the global colour statist
 the object follow the reference. With masks the statistics are taken inside the target
 mask (output) and the reference mask (reference), and the result is blended back with
 the soft target mask so the background is untouched.
+
+As the authors compute them: the masks are resized bilinearly to the latent, the statistics
+use only the latent pixels the resized mask covers entirely (value 1: the object's interior,
+not its blurred rim), and the standard deviation is the unbiased one (n - 1). Where a mask
+has fewer than two such pixels (an object a latent pixel or two wide), where the authors'
+code divides by zero, the statistics are weighted by the soft mask instead.
 """
 
 from __future__ import annotations
@@ -13,17 +19,22 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-5
+# A resized mask value this close to 1 counts as "covered entirely" (bilinear weights in float).
+INTERIOR = 1.0 - 1e-6
 
 
 def _stats(x: torch.Tensor, weight: torch.Tensor | None):
-    """Per-channel mean and std of (B, C, H, W) ``x`` under a (B or 1, 1, H, W) weight."""
+    """Per-channel mean and unbiased std of (B, C, H, W) ``x``: over all pixels, or over the pixels a
+    (B or 1, 1, H, W) soft mask covers entirely (the soft mask itself where fewer than two are)."""
     if weight is None:
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
-    else:
-        total = weight.sum(dim=(2, 3), keepdim=True).clamp_min(EPS)
-        mean = (x * weight).sum(dim=(2, 3), keepdim=True) / total
-        var = (((x - mean) ** 2) * weight).sum(dim=(2, 3), keepdim=True) / total
+        return x.mean(dim=(2, 3), keepdim=True), (x.var(dim=(2, 3), keepdim=True) + EPS).sqrt()
+    interior = (weight >= INTERIOR).to(x.dtype)
+    few = interior.sum(dim=(2, 3), keepdim=True) < 2
+    weight = torch.where(few, weight, interior)
+    total = weight.sum(dim=(2, 3), keepdim=True)
+    mean = (x * weight).sum(dim=(2, 3), keepdim=True) / total.clamp_min(EPS)
+    # unbiased (n - 1) over the interior, as the authors; the soft fallback is a weighted (biased) variance
+    var = (((x - mean) ** 2) * weight).sum(dim=(2, 3), keepdim=True) / torch.where(few, total, total - 1).clamp_min(EPS)
     return mean, (var + EPS).sqrt()
 
 

@@ -26,7 +26,8 @@ Semantics (the contract the tests pin down)
   0..1, shaped ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` with ``B`` 1 or the target
   batch. They are resized to the token grid with ``F.interpolate(mode="bilinear",
   align_corners=False)`` (no antialiasing, as the authors did: a large downscale samples
-  the mask near each token centre) and a token is inside when the value is ``>= 0.5``.
+  the mask near each token centre) and a token is inside when the value is above 0, as the
+  authors decide which tokens to edit (a token the object touches at all).
   A mask (reference or target) that leaves no token at the grid raises ``ValueError``
   naming the grid: a reference mask could match nothing, a target mask would leave every
   target token unmatched, a silent no-op either way.
@@ -95,7 +96,7 @@ def resize_mask(mask: torch.Tensor, grid: Grid, *, name: str = "mask") -> torch.
 
     ``mask``: ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)``; bool, integer (non-zero is
     inside) or float 0..1. Resized bilinearly (``align_corners=False``, no antialias)
-    to ``grid`` unless already there, then thresholded: inside where ``>= 0.5``.
+    to ``grid`` unless already there, then thresholded: inside where above 0 (the authors' rule).
     Stays on the mask's device.
     """
     if not isinstance(mask, torch.Tensor):
@@ -120,7 +121,7 @@ def resize_mask(mask: torch.Tensor, grid: Grid, *, name: str = "mask") -> torch.
     h, w = grid
     if tuple(m.shape[-2:]) != (h, w):
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
-    return m[:, 0] >= 0.5
+    return m[:, 0] > 0
 
 
 def empty_rows(valid: torch.Tensor) -> list:
@@ -137,7 +138,7 @@ def no_token_message(name: str, role: str, grids, rows: list, fix: str = "") -> 
              "the " + ", ".join(f"{h}x{w}" for h, w in grids[:-1]) + f" and {grids[-1][0]}x{grids[-1][1]} token grids")
     h, w = grids[0]
     return (f"{name} leaves no {role} token at {where} (batch row(s) {rows}; masks are resized bilinearly to the "
-            f"grid and a token is inside where the value is >= 0.5). The mask is empty or thinner than one token "
+            f"grid and a token is inside where the value is above 0). The mask is empty or thinner than one token "
             f"(~1/{h} of the image height, 1/{w} of its width): {fix}.")
 
 
@@ -359,7 +360,7 @@ def match(
 
     ``target``: (B, C, h_t, w_t) feature map, or (B, N_t, C) tokens with
     ``target_grid=(h_t, w_t)``; ``reference`` likewise, batch 1 or B, same C.
-    Masks: see the module docstring (any size; bilinear to the grid, >= 0.5).
+    Masks: see the module docstring (any size; bilinear to the grid, above 0).
     ``chunk_size`` (target rows per block) overrides ``memory_budget`` (bytes of extra
     peak memory, default 256 MiB). ``mutual=False`` skips the mutual check (a little
     faster; ``Correspondence.mutual`` is then None). ``check_masks=False`` skips the

@@ -290,8 +290,8 @@ def test_implicit_attention_baseline(pair, tiny, custom_sampler_nodes):
                      sigmas, start)
     assert (steered - out).abs().max() > 1e-3  # another reference, another result
     # a target mask with pixels but no token at any attention grid would make the patch a silent no-op: refused
-    nothing = torch.zeros(1, 16, 24)
-    nothing[0, 0, 0] = 0.4  # not empty, but below 0.5 at every grid
+    nothing = torch.zeros(1, 128, 192)  # at image size
+    nothing[0, 0, 0] = 1.0  # not empty, but 0 at every token centre once resized (bilinear, no antialias)
     with pytest.raises(ValueError, match="no target token|leaves no"):
         apply(model, reference, target, injection=IMPLICIT, structure_end=0.0, target_mask=nothing)
     assert same_structure(model.model_options, options_before)

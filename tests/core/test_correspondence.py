@@ -260,15 +260,16 @@ def test_masks_of_any_size_and_layout():
     target = torch.randn(2, 8, 10, 14, generator=g)
     reference = torch.randn(1, 8, 9, 9, generator=g)
     soft = torch.rand(64, 90, generator=g)
-    expected = F.interpolate(soft[None, None], size=(10, 14), mode="bilinear", align_corners=False)[0, 0] >= 0.5
+    soft[soft < 0.6] = 0  # holes, so "above 0" selects some tokens and not others
+    expected = F.interpolate(soft[None, None], size=(10, 14), mode="bilinear", align_corners=False)[0, 0] > 0
     for m in (soft, soft[None], soft[None, None], soft[None].expand(2, 64, 90), soft >= 0.5):
         got = resize_mask(m, (10, 14))
         assert got.dtype == torch.bool and got.shape[1:] == (10, 14)
         if m.dtype != torch.bool:
             assert torch.equal(got[0], expected)
-    # a mask already at the grid is only thresholded
-    at_grid = torch.rand(10, 14, generator=g)
-    assert torch.equal(resize_mask(at_grid, (10, 14))[0], at_grid >= 0.5)
+    # a mask already at the grid is only thresholded: a token is inside where the mask is above 0 (the authors')
+    at_grid = torch.rand(10, 14, generator=g) * (torch.rand(10, 14, generator=g) > 0.5)
+    assert torch.equal(resize_mask(at_grid, (10, 14))[0], at_grid > 0)
     # integer masks (0/1 or 0/255) are read as "non-zero is inside" before resizing
     as_u8 = (soft >= 0.5).to(torch.uint8) * 255
     assert torch.equal(resize_mask(as_u8, (64, 90))[0], soft >= 0.5)
