@@ -158,6 +158,8 @@ class QualityRunner:
                     reference_mask=masks["reference"])[0]
             elif method == "ground-truth":
                 extra["correspondence"] = self.oracle(renders, tuple(latents["target"].shape[-2:]))
+            elif method == "shuffled":  # deliberately wrong: the oracle's matches dealt out at random
+                extra["correspondence"] = self.oracle(renders, tuple(latents["target"].shape[-2:]), shuffle=seed)
             patched = self._apply(reference_trajectory, target_trajectory, masks["target"], masks["reference"],
                                   **extra)
             results[method] = self._sample(patched, adain, positive, negative, sigmas, start)
@@ -170,11 +172,20 @@ class QualityRunner:
         return out
 
     @staticmethod
-    def oracle(renders, grid):
-        """The ground-truth correspondences of a batch at the finest attention grid (the latent's)."""
+    def oracle(renders, grid, shuffle=None):
+        """The ground-truth correspondences of a batch at the finest attention grid (the latent's);
+        with ``shuffle`` (a seed) each target token gets a random reference object token instead."""
+        import dataclasses
+
         from eye_for_an_eye.eye_core.correspondence import Correspondence
 
         parts = [oracle_correspondence(t.labels, t.uv, r.labels, r.uv, grid) for t, r in renders]
+        if shuffle is not None:
+            generator = torch.Generator().manual_seed(shuffle)
+            for i, part in enumerate(parts):
+                objects = torch.nonzero(part.reference_mask.flatten()).flatten()
+                picks = objects[torch.randint(0, len(objects), part.index.shape, generator=generator)]
+                parts[i] = dataclasses.replace(part, index=torch.where(part.index >= 0, picks, part.index))
         return Correspondence(index=torch.cat([p.index for p in parts]), score=torch.cat([p.score for p in parts]),
                               mutual=None, target_grid=grid, reference_grid=grid,
                               target_mask=torch.cat([p.target_mask for p in parts]),
