@@ -19,6 +19,7 @@ NODE_FAMILIES = (
     "features",
     "correspondence",
     "transfer",
+    "freeu",
     "sam",
     "demo",
 )

@@ -185,6 +185,47 @@ def timestep_sigma(model, timestep: int) -> float:
     return float(model.get_model_object("model_sampling").sigma(torch.tensor(float(timestep))))
 
 
+# ---------------------------------------------------------------- the authors' FreeU
+
+class AuthorsFreeUPatch:
+    """ComfyUI output_block_patch applying eye_core.freeu.AuthorsFreeU to the main path ``h``.
+
+    Unlike the pack's other patches it changes what the model computes, so it is part of
+    the model's fingerprint (its settings describe it; see _ours).
+    """
+
+    def __init__(self, freeu):
+        self.freeu = freeu
+        # what the fingerprint reads (plain values; the AuthorsFreeU object itself describes as its type name)
+        self.settings = (freeu.model_channels, freeu.entries, freeu.b1, freeu.b2, freeu.s1, freeu.s2)
+
+    def __call__(self, h, hsp, transformer_options):
+        block = transformer_options.get("block", (None, None))
+        if block[0] != "output":
+            return h, hsp
+        return self.freeu.apply(h, int(block[1])), hsp
+
+
+def with_authors_freeu(model, b1, b2, s1, s2):
+    """A clone of ``model`` with the authors' FreeU at each decoder up-block entry."""
+    from ..eye_core.freeu import AuthorsFreeU
+
+    config = model.model.model_config.unet_config
+    levels = len(config.get("channel_mult", ()))
+    blocks = config.get("num_res_blocks", 2)
+    blocks = [blocks] * levels if isinstance(blocks, int) else list(blocks)
+    clone = model.clone()
+    clone.set_model_output_block_patch(AuthorsFreeUPatch(AuthorsFreeU(config["model_channels"], blocks, b1, b2, s1,
+                                                                      s2)))
+    return clone
+
+
+def has_output_block_patch(model, kind=None) -> bool:
+    """Whether ``model`` carries an output-block patch (ComfyUI's FreeU, or ``kind`` only)."""
+    patches = model.model_options.get("transformer_options", {}).get("patches", {}).get("output_block_patch", [])
+    return any(kind is None or isinstance(p, kind) for p in patches)
+
+
 # ---------------------------------------------------------------- decoder self-attention layers
 
 def decoder_attention_levels(model) -> list:
@@ -553,6 +594,8 @@ def _ours(fn) -> bool:
     import inspect
 
     owner = getattr(fn, "__func__", fn)
+    if isinstance(owner, AuthorsFreeUPatch):
+        return False  # it changes the model's output: part of the model
     module = owner.__module__ if inspect.isfunction(owner) else type(owner).__module__
     return module == __name__
 

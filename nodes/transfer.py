@@ -17,12 +17,15 @@ from . import _comfy
 from .common import CATEGORY, CORRESPONDENCE, TRAJECTORY, named, node_id
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
+from .freeu import authors_freeu
 from ..eye_core.trajectory import EF_DDPM, reference_noise_seed, share_noise
 from .inversion import _replay, invert_latent
 
 OFFICIAL_SCHEDULE = TransferSchedule()
 PER_STEP = "per-step matching (official)"
 FIXED_DIFT = "fixed DIFT correspondence"
+AUTHORS_FREEU = "authors' FreeU (official)"
+MODEL_AS_CONNECTED = "none (the model as connected)"
 # The names users see on the nodes: every error starts with the one of the node that raised it.
 APPLY = "Apply Appearance Transfer"
 SAMPLER = "Transfer Sampler"
@@ -312,8 +315,8 @@ class AppearanceTransfer(io.ComfyNode):
                 "and samples. For control over every stage, use the separate nodes."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="A UNet SD model (SD1.x, SD2.x, SDXL); add FreeU before it as the "
-                               "authors do."),
+                io.Model.Input("model", tooltip="A UNet SD model (SD1.x, SD2.x, SDXL). The authors' FreeU is "
+                               "applied inside (see freeu): connect the model without FreeU."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE."),
                 io.Conditioning.Input("positive", tooltip="'a photo of a <domain>', e.g. 'a photo of a bird'."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt (the authors use an empty one)."),
@@ -335,6 +338,11 @@ class AppearanceTransfer(io.ComfyNode):
                              tooltip="Seed of the target's inversion noise; the reference's is seed + 1, so the "
                              "two images get independent noise (one noise for both pulls matching toward "
                              "same-position matches)."),
+                io.Combo.Input("freeu", options=[AUTHORS_FREEU, MODEL_AS_CONNECTED], default=AUTHORS_FREEU,
+                               optional=True, tooltip=(
+                                   "The backbone: the authors' FreeU (b1 1.2, b2 1.4, s1 0.9, s2 0.2 at each decoder "
+                                   "up-block entry, as in their code), or the model exactly as connected (choose "
+                                   "this if you put ComfyUI's FreeU or FreeU (authors' variant) before this node).")),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The target with the reference's appearance."),
@@ -344,7 +352,11 @@ class AppearanceTransfer(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, positive, negative, target, reference, steps, skip_steps, inversion_cfg, cfg,
-                matching, seed, target_mask=None, reference_mask=None) -> io.NodeOutput:
+                matching, seed, target_mask=None, reference_mask=None, freeu=AUTHORS_FREEU) -> io.NodeOutput:
+        if freeu not in (AUTHORS_FREEU, MODEL_AS_CONNECTED):
+            raise ValueError(f"{ALL_IN_ONE}: freeu must be {AUTHORS_FREEU!r} or {MODEL_AS_CONNECTED!r}, got {freeu!r}.")
+        if freeu == AUTHORS_FREEU:
+            model = authors_freeu(model, node=ALL_IN_ONE)  # a clone: the connected model stays as it is
         latents = {name: {"samples": vae.encode(image[:, :, :, :3])} for name, image in
                    (("target", target), ("reference", reference))}
         trajectories, starts, sigmas = {}, {}, None

@@ -27,7 +27,8 @@ EXAMPLE_OVERRIDES: dict[str, dict] = {
     "correspondence_preview.json": _FAST_FEATURES,
     "appearance_transfer.json": {**_FAST_INVERSION, **_FAST_FEATURES,
                                  "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
-    "appearance_transfer_simple.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3}},
+    "appearance_transfer_simple.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3},
+                                        "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
     "segment_preview.json": {"EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny.pth"}},
 }
 IMAGE_SIZE = (128, 128)
@@ -96,3 +97,53 @@ def test_example_workflow_runs(path, run_workflow, object_info, input_image):
     inputs.update(EXAMPLE_OVERRIDES.get(path.name, {}))
     result = run_workflow(path, inputs=inputs)
     assert result, f"{path.name} produced no outputs"
+
+
+OFFICIAL_EXAMPLES = ("appearance_transfer.json", "appearance_transfer_demo.json")
+
+
+def _links_into(workflow, node):
+    """{input name: (origin node, origin slot)} of a UI-format node."""
+    origin = {link[0]: (link[1], link[2]) for link in workflow["links"]}
+    return {i["name"]: origin[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+
+
+@pytest.mark.parametrize("name", OFFICIAL_EXAMPLES)
+def test_the_official_modular_examples_run_the_official_preset(name):
+    """Masks into the patch and the sampler, per-step matching (no correspondence into the patch), the official
+    schedule and guidance, and one model (with the authors' FreeU on real checkpoints) for inversion and transfer."""
+    workflow = workflow_api.load_workflow(EXAMPLES / name)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    by_type = {}
+    for node in workflow["nodes"]:
+        by_type.setdefault(node["type"], []).append(node)
+    (apply,) = by_type["EyeForAnEye_ApplyAppearanceTransfer"]
+    (sampler,) = by_type["EyeForAnEye_TransferSampler"]
+    into_apply, into_sampler = _links_into(workflow, apply), _links_into(workflow, sampler)
+    assert "correspondence" not in into_apply
+    assert {"target_mask", "reference_mask"} <= set(into_apply) and {"target_mask", "reference_mask"} <= set(
+        into_sampler)
+    assert apply["widgets_values"] == ["feature", "two finest decoder levels", 0.1618, 1.0, 0.5882, 0.0735,
+                                       "official (asymmetric)", 1.0]
+    assert sampler["widgets_values"] == [0.7206, 1.0]
+    inversions = by_type["EyeForAnEye_InvertLatent"]
+    assert len(inversions) == 2 and all(n["widgets_values"][:3] == [100, 3.5, "edit-friendly DDPM"]
+                                        and n["widgets_values"][5] == 32 for n in inversions)
+    models = {_links_into(workflow, n)["model"] for n in inversions} | {into_apply["model"]}
+    assert len(models) == 1  # the same model (and patches) everywhere
+    (model_node, _), = models
+    if "CheckpointLoaderSimple" in by_type:  # a real checkpoint: the authors' FreeU in front
+        assert nodes[model_node]["type"] == "EyeForAnEye_AuthorsFreeU"
+        assert nodes[model_node]["widgets_values"] == [1.2, 1.4, 0.9, 0.2]
+    (guider,) = by_type["CFGGuider"]
+    assert guider["widgets_values"] == [2.5]
+
+
+def test_the_simple_example_runs_the_official_preset():
+    workflow = workflow_api.load_workflow(EXAMPLES / "appearance_transfer_simple.json")
+    (node,) = [n for n in workflow["nodes"] if n["type"] == "EyeForAnEye_AppearanceTransfer"]
+    assert node["widgets_values"] == [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed",
+                                      "authors' FreeU (official)"]
+    links = _links_into(workflow, node)
+    assert {"target_mask", "reference_mask"} <= set(links)
+    assert {n["type"] for n in workflow["nodes"]}.isdisjoint({"FreeU", "FreeU_V2", "EyeForAnEye_AuthorsFreeU"})

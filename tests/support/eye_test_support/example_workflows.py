@@ -20,6 +20,129 @@ OFFICIAL_TRANSFER = ["feature", "two finest decoder levels", 0.1618, 1.0, 0.5882
 OFFICIAL_ADAIN = [0.7206, 1.0]
 
 
+AUTHORS_FREEU = [1.2, 1.4, 0.9, 0.2]
+SAM_LOADER = ["sam_hq_vit_l.pth", "auto (from file name)", "auto"]
+SAM_BOX = ["0.125,0.125,0.875,0.875", "", "", True]  # relative: fits any image size
+CHECKPOINT = ["v1-5-pruned-emaonly.safetensors"]
+
+
+def modular_workflow(info: dict):
+    """The official configuration, stage by stage: the authors' FreeU, SAM-HQ masks, per-step matching
+    (the DIFT correspondence is there to look at; connected to the patch it gives the fixed-DIFT variant)."""
+    from eye_test_support.workflow_builder import WorkflowBuilder
+
+    b = WorkflowBuilder(info, "appearance_transfer")
+    checkpoint = b.node("CheckpointLoaderSimple", (0, 300), (320, 100), CHECKPOINT)
+    freeu = b.node("EyeForAnEye_AuthorsFreeU", (0, 460), (320, 150), AUTHORS_FREEU,
+                   title="FreeU (authors' variant): the official backbone")
+    positive = b.node("CLIPTextEncode", (380, 60), (330, 100), ["a photo of a bird"],
+                      title="Positive prompt: a photo of a <domain>")
+    negative = b.node("CLIPTextEncode", (380, 210), (330, 100), [""], title="Negative prompt (empty)")
+    sam = b.node("EyeForAnEye_LoadSAMHQModel", (0, 670), (320, 110), SAM_LOADER)
+    sides = {}
+    for side, y, seed in (("target", 820, 0), ("reference", 1460, 1)):
+        image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=f"{side.capitalize()} image")
+        segment = b.node("EyeForAnEye_SAMHQSegment", (380, y), (360, 200), SAM_BOX, title=f"SAM-HQ Segment ({side})")
+        preview = b.node("PreviewImage", (380, y + 230), (300, 260), title=f"{side.capitalize()} mask")
+        encode = b.node("VAEEncode", (840, y), (200, 50))
+        invert = b.node("EyeForAnEye_InvertLatent", (1080, y - 60), (340, 330),
+                        OFFICIAL_INVERSION + [seed, "fixed", 32, True, 2048, "two finest decoder levels"],
+                        title="Invert Latent (target)" if side == "target" else
+                        "Invert Latent (reference, its own noise seed)")
+        features = b.node("EyeForAnEye_ExtractUNetFeatures", (1080, y + 320), (340, 200),
+                          [261, "auto (DIFT)", 8, 0, "fixed"], title=f"Extract UNet Features ({side})")
+        b.link(sam, 0, segment, "sam_model")
+        b.link(image, 0, segment, "image")
+        b.link(segment, 2, preview, "images")
+        b.link(image, 0, encode, "pixels")
+        b.link(checkpoint, 2, encode, "vae")
+        b.link(freeu, 0, invert, "model")
+        b.link(encode, 0, invert, "latent")
+        b.link(positive, 0, invert, "positive")
+        b.link(negative, 0, invert, "negative")
+        b.link(checkpoint, 0, features, "model")
+        b.link(encode, 0, features, "latent")
+        b.link(positive, 0, features, "positive")
+        sides[side] = {"image": image, "segment": segment, "invert": invert, "features": features}
+    b.link(checkpoint, 0, freeu, "model")
+    b.link(checkpoint, 1, positive, "clip")
+    b.link(checkpoint, 1, negative, "clip")
+    match = b.node("EyeForAnEye_MatchCorrespondence", (1500, 1040), (360, 170), title=(
+        "Match Correspondence (to look at; connect its correspondence to Apply Appearance Transfer for the "
+        "fixed-DIFT variant)"))
+    rearranged = b.node("PreviewImage", (1500, 1280), (380, 300), title="Reference rearranged into the target's layout")
+    where = b.node("PreviewImage", (1920, 1280), (380, 300), title="Where each target pixel matched")
+    transfer = b.node("EyeForAnEye_ApplyAppearanceTransfer", (1500, 300), (360, 400), OFFICIAL_TRANSFER,
+                      title="Apply Appearance Transfer (official: per-step)")
+    sampler = b.node("EyeForAnEye_TransferSampler", (1920, 720), (330, 170), OFFICIAL_ADAIN)
+    guider = b.node("CFGGuider", (1920, 300), (330, 100), [2.5], title="CFGGuider (generation cfg 2.5)")
+    no_noise = b.node("DisableNoise", (1920, 480), (330, 40))
+    sample = b.node("SamplerCustomAdvanced", (2320, 400), (280, 110))
+    decode = b.node("VAEDecode", (2660, 400), (200, 50))
+    save = b.node("SaveImage", (2900, 400), (360, 400), ["eye_for_an_eye"], title="Result")
+    target, reference = sides["target"], sides["reference"]
+    b.link(target["features"], 0, match, "target_features")
+    b.link(reference["features"], 0, match, "reference_features")
+    b.link(target["segment"], 1, match, "target_mask")
+    b.link(reference["segment"], 1, match, "reference_mask")
+    b.link(reference["image"], 0, match, "reference_image")
+    b.link(target["image"], 0, match, "target_image")
+    b.link(match, 1, rearranged, "images")
+    b.link(match, 2, where, "images")
+    b.link(freeu, 0, transfer, "model")
+    for node in (transfer, sampler):  # both take the two trajectories and the two masks
+        b.link(reference["invert"], 0, node, "reference")
+        b.link(target["invert"], 0, node, "structure")
+        b.link(target["segment"], 1, node, "target_mask")
+        b.link(reference["segment"], 1, node, "reference_mask")
+    b.link(transfer, 0, guider, "model")
+    b.link(positive, 0, guider, "positive")
+    b.link(negative, 0, guider, "negative")
+    b.link(no_noise, 0, sample, "noise")
+    b.link(guider, 0, sample, "guider")
+    b.link(sampler, 0, sample, "sampler")
+    b.link(target["invert"], 2, sample, "sigmas")
+    b.link(target["invert"], 1, sample, "latent_image")
+    b.link(sample, 0, decode, "samples")
+    b.link(checkpoint, 2, decode, "vae")
+    b.link(decode, 0, save, "images")
+    return b
+
+
+def simple_workflow(info: dict):
+    """The all-in-one node with the official preset: SAM-HQ masks, per-step matching, the authors' FreeU."""
+    from eye_test_support.workflow_builder import WorkflowBuilder
+
+    b = WorkflowBuilder(info, "appearance_transfer_simple")
+    checkpoint = b.node("CheckpointLoaderSimple", (0, 200), (320, 100), CHECKPOINT)
+    sam = b.node("EyeForAnEye_LoadSAMHQModel", (0, 360), (320, 110), SAM_LOADER)
+    positive = b.node("CLIPTextEncode", (380, 60), (330, 100), ["a photo of a bird"],
+                      title="Positive prompt: a photo of a <domain>")
+    negative = b.node("CLIPTextEncode", (380, 210), (330, 100), [""], title="Negative prompt (empty)")
+    transfer = b.node("EyeForAnEye_AppearanceTransfer", (800, 420), (360, 420),
+                      [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed", "authors' FreeU (official)"])
+    save = b.node("SaveImage", (1200, 420), (360, 400), ["eye_for_an_eye"], title="Result")
+    b.link(checkpoint, 1, positive, "clip")
+    b.link(checkpoint, 1, negative, "clip")
+    b.link(checkpoint, 0, transfer, "model")
+    b.link(checkpoint, 2, transfer, "vae")
+    b.link(positive, 0, transfer, "positive")
+    b.link(negative, 0, transfer, "negative")
+    for side, y, title in (("target", 540, "Target image (structure)"), ("reference", 900, "Reference image "
+                                                                                            "(appearance)")):
+        image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=title)
+        segment = b.node("EyeForAnEye_SAMHQSegment", (380, y), (360, 200), SAM_BOX, title=f"SAM-HQ Segment ({side})")
+        preview = b.node("PreviewImage", (800, 880 if side == "target" else 1160), (300, 250),
+                         title=f"{side.capitalize()} mask")
+        b.link(sam, 0, segment, "sam_model")
+        b.link(image, 0, segment, "image")
+        b.link(segment, 2, preview, "images")
+        b.link(image, 0, transfer, side)
+        b.link(segment, 1, transfer, f"{side}_mask")
+    b.link(transfer, 0, save, "images")
+    return b
+
+
 def demo_workflow(info: dict):
     """Demo scene + demo model -> the modular transfer graph (official settings) -> target | reference | result | ideal."""
     from eye_test_support.workflow_builder import WorkflowBuilder
@@ -27,9 +150,9 @@ def demo_workflow(info: dict):
     b = WorkflowBuilder(info, "appearance_transfer_demo")
     model = b.node("EyeForAnEye_LoadDemoModel", (0, 0), (300, 100))
     scene = b.node("EyeForAnEye_DemoScene", (0, 160), (300, 260), [1, "flipped", "bird", 128],
-                   title="Eye Demo Scene (try other seeds and categories)")
+                   title="Eye Demo Scene (try other seeds)")
     positive = b.node("CLIPTextEncode", (360, 0), (320, 90), ["a photo of a bird"],
-                      title="Positive prompt (from the scene: a photo of a <species>)")
+                      title="Positive prompt (the scene's species)")
     negative = b.node("CLIPTextEncode", (360, 140), (320, 90), [""], title="Negative prompt (empty)")
     encode_target = b.node("VAEEncode", (360, 290), (200, 50), title="VAE Encode (target)")
     encode_reference = b.node("VAEEncode", (360, 380), (200, 50), title="VAE Encode (reference)")
@@ -42,7 +165,7 @@ def demo_workflow(info: dict):
                               OFFICIAL_INVERSION + [1, "fixed", 32, True, 2048, "two finest decoder levels"],
                               title="Invert Latent (reference, its own noise seed)")
     transfer = b.node("EyeForAnEye_ApplyAppearanceTransfer", (1120, 0), (360, 400), OFFICIAL_TRANSFER,
-                      title="Apply Appearance Transfer (official: per-step matching in the masks)")
+                      title="Apply Appearance Transfer (official: per-step)")
     sampler = b.node("EyeForAnEye_TransferSampler", (1120, 460), (330, 170), OFFICIAL_ADAIN)
     guider = b.node("CFGGuider", (1520, 0), (300, 100), [2.5], title="CFGGuider (generation cfg 2.5)")
     no_noise = b.node("DisableNoise", (1520, 150), (300, 40))
@@ -116,10 +239,15 @@ def object_info_in_process() -> dict:
     return object_info(list(nodes.NODE_CLASS_MAPPINGS))
 
 
+GENERATED = {"appearance_transfer.json": modular_workflow, "appearance_transfer_simple.json": simple_workflow,
+             "appearance_transfer_demo.json": demo_workflow}
+
+
 def main():
     info = object_info_in_process()
-    demo_workflow(info).write(EXAMPLES / "appearance_transfer_demo.json")
-    print("wrote", EXAMPLES / "appearance_transfer_demo.json")
+    for name, build in GENERATED.items():
+        build(info).write(EXAMPLES / name)
+        print("wrote", EXAMPLES / name)
 
 
 if __name__ == "__main__":
