@@ -50,7 +50,7 @@ def latent_mask(mask: torch.Tensor | None, size, batch: int, device, dtype) -> t
     elif m.ndim != 4 or m.shape[1] != 1:
         raise ValueError(f"a mask must be (H, W), (B, H, W) or (B, 1, H, W); got {tuple(mask.shape)}")
     if m.shape[0] not in (1, batch):
-        raise ValueError(f"the mask has a batch of {m.shape[0]}; it must be 1 or {batch} (one per image)")
+        raise ValueError(f"the mask has a batch of {m.shape[0]}; it must be 1 (one mask for all) or {batch} (one per image)")
     m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
     return m.to(dtype)
 

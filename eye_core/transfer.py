@@ -49,6 +49,7 @@ class TransferPlan:
     target_mask: torch.Tensor | None = None
     reference_mask: torch.Tensor | None = None
     contrast: float = CIA_CONTRAST  # implicit mode only
+    node: str = "Apply Appearance Transfer"  # the node the user sees, named in errors raised while sampling
     _resampled: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):
@@ -69,7 +70,7 @@ class TransferPlan:
         ref_index = self.reference.index_of_sigma(sigma)
         if struct_index is None or ref_index is None or struct_index >= total:
             raise ValueError(
-                f"Apply Appearance Transfer: the sampler is at sigma {sigma:.5g}, which is not a step of the target's "
+                f"{self.node}: the sampler is at sigma {sigma:.5g}, which is not a step of the target's "
                 "and the reference's trajectories. Sample with the Transfer Sampler (or Trajectory Sampler) over the "
                 "SIGMAS output of the target's Invert Latent, both images inverted with the same steps and "
                 "skip_steps."

@@ -142,7 +142,8 @@ class _Captured(Exception):
     """Raised from a hook once the wanted activation is in hand: the rest of the UNet is skipped."""
 
 
-def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor, block: int, seed: int):
+def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor, block: int, seed: int,
+                      node: str = "Extract UNet Features"):
     """The output of decoder block ``block`` for ``latent + sigma * noise``, with the positive prompt only.
 
     ``latent`` is a raw VAE latent (rows laid out as the caller wants them batched);
@@ -171,8 +172,8 @@ def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor
         finally:
             handle.remove()
         if "features" not in captured:
-            raise RuntimeError(f"Extract UNet Features: output block {block} did not run: a model patch replaced "
-                               "the UNet's forward pass; extract features from the model without that patch.")
+            raise ValueError(f"{node}: output block {block} did not run: a model patch replaced the UNet's forward "
+                             "pass; extract features from the model without that patch.")
         return x
 
     sigmas = torch.tensor([float(sigma), 0.0])
@@ -273,8 +274,9 @@ def _grid(extra_options, tokens: int):
 class FeatureRecorder:
     """An attn1 patch that copies the chosen layers' inputs into a FeatureBank (inputs pass unchanged)."""
 
-    def __init__(self, bank):
+    def __init__(self, bank, latent_size=None):
         self.bank = bank
+        self.latent_size = None if latent_size is None else tuple(latent_size)
         self.index = None  # latent index of the current UNet call, set by the caller
 
     def __deepcopy__(self, memo):
@@ -282,14 +284,20 @@ class FeatureRecorder:
 
     def __call__(self, n, context, value, extra_options):
         key = _layer_key(extra_options)
+        shape = extra_options.get("original_shape")
+        if self.latent_size is not None and shape is not None and tuple(shape[-2:]) != self.latent_size:
+            return n, context, value  # a call on a crop of the latent (area conditioning): not the image's features
         if self.index is not None and key in self.bank.layers:
             self.bank.record(self.index, key, extra_options["cond_or_uncond"], n, _grid(extra_options, n.shape[1]))
         return n, context, value
 
 
-def with_feature_recorder(model, bank) -> tuple:
-    """A clone of ``model`` that records into ``bank``, and the recorder (set ``.index`` per call)."""
-    recorder = FeatureRecorder(bank)
+def with_feature_recorder(model, bank, latent_size=None) -> tuple:
+    """A clone of ``model`` that records into ``bank``, and the recorder (set ``.index`` per call).
+
+    Only UNet calls on the whole ``latent_size`` latent are recorded (area conditioning adds calls on crops).
+    """
+    recorder = FeatureRecorder(bank, latent_size)
     clone = model.clone()
     clone.set_model_attn1_patch(recorder)
     return clone, recorder
@@ -381,8 +389,8 @@ def _transfer_wrapper(plan, key):
         if tuple(x.shape[-2:]) != tuple(plan.structure.latent_shape[-2:]):
             if not warned:
                 warned.append(True)
-                LOG.warning("Apply Appearance Transfer: a UNet call on a %s latent (area conditioning?) does not "
-                            "cover the target's %s latent; it runs without the transfer.", tuple(x.shape[-2:]),
+                LOG.warning("%s: a UNet call on a %s latent (area conditioning?) does not "
+                            "cover the target's %s latent; it runs without the transfer.", plan.node, tuple(x.shape[-2:]),
                             tuple(plan.structure.latent_shape[-2:]))
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         cond_or_uncond = transformer_options["cond_or_uncond"]
@@ -807,6 +815,25 @@ def check_conditioning(model, conditioning, input_name: str, node: str) -> None:
                 f"{node}: {input_name} has no pooled text embedding, which {family} models need: it was encoded by "
                 f"another model's text encoder (SD1.x?). Encode the prompt with the CLIP of the same checkpoint as "
                 "the model (CLIPTextEncode with that Load Checkpoint's CLIP output).")
+
+
+def check_sampler_conditioning(sampler_model, node: str) -> None:
+    """In a SAMPLER function: the guider's prompts must fit its model (else a raw matrix-shape error).
+
+    ComfyUI hands the sampler a wrapper around the guider (CFGGuider, ...); the guider keeps
+    its model and its prompts as given (``original_conds``). Nothing to check when they
+    cannot be found.
+    """
+    guider = getattr(sampler_model, "inner_model", None)
+    patcher = getattr(guider, "model_patcher", None)
+    conds = getattr(guider, "original_conds", None)
+    if patcher is None or not isinstance(conds, dict):
+        return
+    for name, entries in conds.items():
+        if not entries or not all(isinstance(e, dict) and torch.is_tensor(e.get("cross_attn")) for e in entries):
+            continue
+        check_conditioning(patcher, [[e["cross_attn"], e] for e in entries], f"the guider's {name} conditioning",
+                           node)
 
 
 def attention_grids(model, layers, latent_size) -> set:

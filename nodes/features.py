@@ -48,7 +48,7 @@ def extract_features(model, latent, positive, timestep, decoder_level, ensemble_
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = torch.randn(members.shape, generator=generator, dtype=torch.float32)
     sigma = _comfy.timestep_sigma(model, timestep)
-    raw = _comfy.unet_block_output(model, positive, members, sigma, noise, block, seed)
+    raw = _comfy.unet_block_output(model, positive, members, sigma, noise, block, seed, node)
     features = ensemble_mean(raw, batch).to(_comfy.storage_device())
     feature_map = FeatureMap(features=features, layer=f"output block {block}", timestep=int(timestep),
                              latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size), origin=origin)

@@ -103,6 +103,7 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
     """
     extra_args = {} if extra_args is None else extra_args
     check_sampling_model(model, trajectory, node, what)
+    _comfy.check_sampler_conditioning(model, node)
     try:
         offset = trajectory.locate(sigmas)
         trajectory.check_latent(x, "latent entering it")
@@ -177,7 +178,7 @@ def invert_latent(model, latent, positive, negative, steps, cfg, method, seed, s
         # the transfer edits nothing before the official rearrange_start: do not spend the budget there
         first = TransferSchedule().first_step(steps - skip_steps)
         bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device(), start_index=first)
-        sampling_model, recorder = _comfy.with_feature_recorder(model, bank)
+        sampling_model, recorder = _comfy.with_feature_recorder(model, bank, samples.shape[-2:])
     sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
                                   total_steps=steps, result=result, recorder=recorder)
     callback = _comfy.progress_callback(model, steps - skip_steps)

@@ -169,7 +169,8 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
                        _comfy.attention_grids(model, chosen, reference.latent_shape[-2:]), node)
     plan = TransferPlan(reference=reference, structure=structure, layers=chosen, schedule=schedule,
                         injection=injection, guidance=guidance, strength=float(strength),
-                        correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask)
+                        correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask,
+                        node=node)
     return _comfy.with_transfer_patch(model, plan)
 
 

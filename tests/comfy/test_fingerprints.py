@@ -84,14 +84,40 @@ def test_the_same_checkpoint_loaded_twice_replays_exactly(inverted, tiny, custom
 def test_sd15_trajectory_on_sdxl_names_the_model_not_the_noise(inverted, sdxl, tiny, custom_sampler_nodes):
     model, pos, neg, latent, trajectory, start, sigmas = inverted
     xpos, xneg = tiny.sdxl_conds()
+    before, options = snapshot(trajectory), copy.deepcopy(sdxl.model_options)
     with pytest.raises(ValueError) as error:
         replay(custom_sampler_nodes, sdxl, trajectory, start, sigmas, xpos, xneg)
+    assert unchanged(trajectory, before) and sdxl.model_options == options
+    assert (replay(custom_sampler_nodes, model, trajectory, start, sigmas, pos, neg) - latent).abs().max() <= 1e-3
     message = str(error.value)
     assert message.startswith("Trajectory Sampler: this trajectory and the sampler's model belong to different model "
                               "families: this trajectory to an SD1.x model, the sampler's model to an SDXL model, each "
                               "with its own latent format. A trajectory only replays on the model it was inverted "
                               "with")
     assert "DisableNoise" not in message and "noise was added" not in message
+
+
+@pytest.mark.parametrize("sampler_node", ["Trajectory Sampler", "Transfer Sampler"])
+def test_prompts_of_another_text_encoder_in_the_guider_are_named(inverted, tiny, custom_sampler_nodes, sampler_node):
+    """Prompts of another text encoder given to the CFGGuider of an SD1.5 replay: the sampler says which input,
+    where ComfyUI would fail with a matrix shape deep in the UNet."""
+    from eye_for_an_eye.nodes import transfer
+
+    model, pos, neg, latent, trajectory, start, sigmas = inverted
+    xpos = tiny.conditioning(48, 0)  # tokens of another width than the tiny SD1.5's
+    (guider,) = custom_sampler_nodes.CFGGuider().get_guider(model, xpos, neg, 3.5)
+    (noise,) = custom_sampler_nodes.DisableNoise().get_noise()
+    if sampler_node == "Trajectory Sampler":
+        (sampler,) = run(inversion.TrajectorySampler, trajectory=trajectory)
+    else:
+        (sampler,) = run(transfer.TransferSampler, structure=trajectory, reference=trajectory, adain_start=0.7,
+                         adain_end=1.0)
+    before, options = snapshot(trajectory), copy.deepcopy(model.model_options)
+    with pytest.raises(ValueError, match=rf"^{sampler_node}: the guider's positive conditioning was encoded for "
+                                         r"another model: its tokens are \d+ wide but this SD1\.x model takes \d+"):
+        custom_sampler_nodes.SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, start)
+    assert unchanged(trajectory, before) and model.model_options == options
+    assert (replay(custom_sampler_nodes, model, trajectory, start, sigmas, pos, neg) - latent).abs().max() <= 1e-3
 
 
 def test_identical_freeu_passes_and_other_patches_warn(sd15, tiny, custom_sampler_nodes, caplog):
@@ -236,6 +262,9 @@ def test_a_distilled_schedule_names_the_node_and_the_steps_that_fit(sd15, tiny):
             r"^Invert Latent: steps is 100 but this model's noise schedule has only 50 timesteps \(a distilled "
             r"schedule, such as ModelSamplingDiscrete set to lcm\), so at most 49 steps fit\. Lower steps to 49")):
         invert(lcm, tiny.vae_like_latent(1, 8, 8), pos, neg, steps=100, skip=32)
+    options = copy.deepcopy(lcm.model_options)
+    trajectory, _, _ = invert(lcm, tiny.vae_like_latent(1, 8, 8), pos, neg, steps=49, skip=16)  # the advice works
+    assert trajectory.steps == 33 and lcm.model_options == options
 
 
 def test_exceptions_do_not_show_the_install_path():

@@ -146,6 +146,7 @@ def test_a_correspondence_of_other_images_is_refused(pair, tiny, custom_sampler_
     other_target = run(correspondence.MatchCorrespondence,
                        target_features=_dift(model, tiny.vae_like_latent(1, 16, 24, seed=7), pos),
                        reference_features=_dift(model, reference_latent, pos))[0]
+    options, before = copy.deepcopy(model.model_options), right.index.clone()
     with pytest.raises(ValueError, match=(
             r"^Apply Appearance Transfer: the correspondence was matched on another target image than the structure "
             r"trajectory was inverted from \(image row\(s\) \[0\]\)\. Connect the Match Correspondence made from the "
@@ -155,9 +156,11 @@ def test_a_correspondence_of_other_images_is_refused(pair, tiny, custom_sampler_
                           reference_features=_dift(model, reference_latent.flip(-1), pos))[0]
     with pytest.raises(ValueError, match=r"another reference image than the reference trajectory"):
         apply(model, reference, target, correspondence=other_reference)
+    assert model.model_options == options and torch.equal(right.index, before)
     patched = apply(model, reference, target, correspondence=right)  # the right one: accepted
     out = sample(custom_sampler_nodes, patched, pos, neg, sampler_of(target, reference), sigmas, start)
-    assert torch.isfinite(out).all()
+    assert torch.isfinite(out).all() and (out - sample(custom_sampler_nodes, model, pos, neg,
+                                                       sampler_of(target, reference), sigmas, start)).abs().max() > 0
 
 
 def test_a_batch_correspondence_is_checked_row_by_row(sd15, tiny):
@@ -186,6 +189,8 @@ def test_a_correspondence_without_matches_is_refused(pair):
             r"^Apply Appearance Transfer: the correspondence matches no target token for image row\(s\) \[0\] \(its "
             r"target mask selected nothing at its grid\)")):
         apply(model, reference, target, correspondence=dataclasses.replace(empty))
+    assert torch.equal(empty.index, torch.full_like(empty.index, -1))  # nothing mutated
+    assert apply(model, reference, target) is not model  # the next run (per-step matching) is accepted
 
 
 def test_match_correspondence_refuses_a_target_mask_without_a_token(pair):
@@ -199,6 +204,10 @@ def test_match_correspondence_refuses_a_target_mask_without_a_token(pair):
         run(correspondence.MatchCorrespondence, target_features=_dift(model, target_latent, pos),
             reference_features=_dift(model, reference_latent, pos), target_mask=mask)
     assert torch.equal(mask, before)
+    mask[:, 0:64, 0:96] = 1.0  # a larger mask: the next run matches
+    found = run(correspondence.MatchCorrespondence, target_features=_dift(model, target_latent, pos),
+                reference_features=_dift(model, reference_latent, pos), target_mask=mask)[0]
+    assert bool(found.matched.any())
 
 
 # ---------------------------------------------------------------- masks at the patch's grids
@@ -314,6 +323,18 @@ def _all_in_one(model, vae, pos, neg, **settings):
                   matching=transfer.PER_STEP, seed=0)
     inputs.update(settings)
     return run(transfer.AppearanceTransfer, **inputs)
+
+
+def test_the_all_in_one_node_names_itself_in_warnings_raised_while_sampling(sd15, tiny, caplog):
+    import nodes as comfy_nodes  # ComfyUI's own nodes.py
+
+    pos, neg = tiny.sd15_conds()
+    (area,) = comfy_nodes.ConditioningSetArea().append(pos, 32, 32, 0, 0, 1.0)
+    with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):
+        image, _ = _all_in_one(sd15, tiny.tiny_vae(), pos + area, neg)
+    area_warnings = [m for m in warnings_in(caplog) if "area conditioning" in m]
+    assert area_warnings and all(m.startswith("Eye-for-an-eye Appearance Transfer: a UNet call") for m in area_warnings)
+    assert torch.isfinite(image).all()
 
 
 def test_the_all_in_one_node_names_itself_in_every_error(sd15, tiny):
