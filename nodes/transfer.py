@@ -356,7 +356,11 @@ class AppearanceTransfer(io.ComfyNode):
                 matching, seed, target_mask=None, reference_mask=None, freeu=AUTHORS_FREEU) -> io.NodeOutput:
         if freeu not in (AUTHORS_FREEU, MODEL_AS_CONNECTED):
             raise ValueError(f"{ALL_IN_ONE}: freeu must be {AUTHORS_FREEU!r} or {MODEL_AS_CONNECTED!r}, got {freeu!r}.")
-        if freeu == AUTHORS_FREEU:
+        if freeu == AUTHORS_FREEU and _comfy.has_output_block_patch(model):
+            LOG.warning("%s: the model already carries FreeU (an output-block patch); it is used as connected and "
+                        "the authors' FreeU is not added a second time. Set freeu to %r to silence this.", ALL_IN_ONE,
+                        MODEL_AS_CONNECTED)
+        elif freeu == AUTHORS_FREEU:
             model = authors_freeu(model, node=ALL_IN_ONE)  # a clone: the connected model stays as it is
         latents = {name: {"samples": vae.encode(image[:, :, :, :3])} for name, image in
                    (("target", target), ("reference", reference))}

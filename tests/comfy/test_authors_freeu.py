@@ -98,3 +98,19 @@ def test_the_all_in_one_node_runs_the_authors_freeu_unless_told_otherwise(sd15, 
     assert not torch.allclose(official, plain)
     with pytest.raises(ValueError, match=r"^Eye-for-an-eye Appearance Transfer: freeu must be"):
         run(transfer.AppearanceTransfer, **inputs, freeu="both")
+
+
+def test_the_all_in_one_node_never_adds_a_second_freeu(sd15, tiny, monkeypatch, caplog):
+    """Workflows saved with ComfyUI's FreeU before the node (the old advice) keep one FreeU."""
+    from comfy_extras.nodes_freelunch import FreeU
+
+    applied = []
+    monkeypatch.setattr(transfer, "authors_freeu", lambda model, **kwargs: applied.append(model) or model)
+    comfy_freeu = FreeU().patch(sd15, 1.2, 1.4, 0.9, 0.2)[0]
+    pos, neg = tiny.sd15_conds()
+    with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):
+        run(transfer.AppearanceTransfer, model=comfy_freeu, vae=tiny.tiny_vae(), positive=pos, negative=neg,
+            target=torch.rand(1, 64, 64, 3), reference=torch.rand(1, 64, 64, 3), steps=4, skip_steps=1,
+            inversion_cfg=3.5, cfg=2.5, matching=transfer.PER_STEP, seed=0)
+    assert applied == []
+    assert any("already carries FreeU" in r.getMessage() for r in caplog.records)
