@@ -12,7 +12,9 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 FAST = {"EyeForAnEye_InvertLatent": {"steps": 10, "skip_steps": 3},
         "EyeForAnEye_ExtractUNetFeatures": {"ensemble_size": 2},
-        "EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3}}
+        "EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3},
+        # the random vit_tiny stand-in whose masks cover the box, for the vit_l the examples name
+        "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}}
 
 
 def prompt_for(name, object_info, input_image, target_size=(96, 64), reference_size=(64, 80), extra=None):
