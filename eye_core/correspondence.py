@@ -70,6 +70,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .instances import resize_labels
+
 __all__ = [
     "Correspondence",
     "DEFAULT_MEMORY_BUDGET",
@@ -159,6 +161,17 @@ def _prepare_mask(mask, grid, batch, device, name, check_nonempty, role="referen
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def _label_tokens(labels, grid, batch, device, name):
+    """A label map (H, W) or (1 or B, H, W) as (1 or B, N) tokens at ``grid``."""
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"{name} must be a label map (H, W) or (B, H, W), got shape {tuple(labels.shape)}")
+    tokens = resize_labels(labels if labels.ndim == 3 else labels[None], grid).flatten(1)
+    if tokens.shape[0] not in (1, batch):
+        raise ValueError(f"{name} has batch {tokens.shape[0]} but the target batch is {batch}; "
+                         "pass one label map (shared) or one per target image.")
+    return tokens.to(device)
 
 
 def _as_tokens(x, grid, name):
@@ -274,6 +287,9 @@ def nearest_neighbours(
     *,
     chunk_size: int,
     mutual: bool = True,
+    target_labels: Optional[torch.Tensor] = None,
+    reference_labels: Optional[torch.Tensor] = None,
+    labels: int = 0,
 ):
     """The chunked kernel: no host syncs, no loops over tokens.
 
@@ -287,7 +303,15 @@ def nearest_neighbours(
     Masks ride along the matrix product as bias channels (target ``[t, a_i, 1]``,
     reference ``[r, 1, b_j]`` with ``a, b`` 0 inside and -4 outside), so a masked-out
     pair scores <= -3 and no separate pass over the similarity block is needed; for valid
-    pairs the extra terms add exact zeros. Per chunk the work is one matrix product, one
+    pairs the extra terms add exact zeros.
+
+    Labels restrict the race further: ``target_labels`` (1 or B, N_t) is the label of the
+    reference tokens each target token may match (-1: none), ``reference_labels`` (1 or
+    B_r, N_r) each reference token's label (-1: never matched), ``labels`` how many labels
+    there are (given, so no host sync is needed to count them). They ride along as bias
+    channels too: the target's one-hot label times 4 and a constant -4, against the
+    reference's one-hot label and a constant 1, so an allowed pair adds exactly 0 and any
+    other pair -4. Per chunk the work is one matrix product, one
     row ``max`` (value and first index) and, for the mutual check, one column ``amax``.
     """
     B, n_t, C = target.shape
@@ -301,6 +325,14 @@ def nearest_neighbours(
     if reference_valid is not None:
         t_extra.append(1.0)
         r_extra.append(torch.where(reference_valid, 0.0, _EXCLUDED))
+    if (target_labels is None) != (reference_labels is None):
+        raise ValueError("give label maps for both images (target_labels and reference_labels), or neither")
+    if target_labels is not None:
+        t_extra.append(_EXCLUDED)
+        r_extra.append(1.0)
+        for label in range(int(labels)):
+            t_extra.append(torch.where(target_labels == label, -_EXCLUDED, 0.0))
+            r_extra.append(torch.where(reference_labels == label, 1.0, 0.0))
     t_n = _normalised(target, dtype, t_extra)
     r_n = _normalised(reference.to(dev), dtype, r_extra)
     b_r = r_n.shape[0]
@@ -355,6 +387,8 @@ def match(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     mutual: bool = True,
     check_masks: bool = True,
+    target_labels: Optional[torch.Tensor] = None,
+    reference_labels: Optional[torch.Tensor] = None,
 ) -> "Correspondence":
     """Match every target token to its cosine-nearest reference token.
 
@@ -365,7 +399,11 @@ def match(
     peak memory, default 256 MiB). ``mutual=False`` skips the mutual check (a little
     faster; ``Correspondence.mutual`` is then None). ``check_masks=False`` skips the
     host-side empty-mask check (see module docstring).
-    Inputs are never modified.
+    ``target_labels`` / ``reference_labels``: label maps ((H, W) or (B, H, W), any size,
+    each token takes the label at its centre) restricting every target token to the
+    reference tokens whose label is the target token's (-1: matches nothing / is never
+    matched). Instance pairing, proxy parts and label constraints all come down to these
+    (eye_core/instances.py). Inputs are never modified.
     """
     t_tok, t_grid = _as_tokens(target, target_grid, "target")
     r_tok, r_grid = _as_tokens(reference, reference_grid, "reference")
@@ -390,6 +428,15 @@ def match(
     t_valid = _prepare_mask(target_mask, t_grid, B, dev, "target_mask", check_masks, "target")
     r_valid = _prepare_mask(reference_mask, r_grid, B, dev, "reference_mask", check_masks, "reference")
 
+    labels = 0
+    t_labels = r_labels = None
+    if (target_labels is None) != (reference_labels is None):
+        raise ValueError("give label maps for both images (target_labels and reference_labels), or neither")
+    if target_labels is not None:
+        t_labels = _label_tokens(target_labels, t_grid, B, dev, "target_labels")
+        r_labels = _label_tokens(reference_labels, r_grid, B, dev, "reference_labels")
+        labels = int(max(int(t_labels.max()), int(r_labels.max()))) + 1
+
     itemsize = 8 if _compute_dtype(t_tok, r_tok) == torch.float64 else 4
     if chunk_size is None:
         chunk = chunk_rows(n_t, n_r, C, B, memory_budget, itemsize)
@@ -402,6 +449,9 @@ def match(
         None if r_valid is None else r_valid.flatten(1),
         chunk_size=max(1, chunk),
         mutual=mutual,
+        target_labels=t_labels,
+        reference_labels=r_labels,
+        labels=labels,
     )
     return Correspondence(
         index=index,
