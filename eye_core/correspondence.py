@@ -389,6 +389,7 @@ def match(
     check_masks: bool = True,
     target_labels: Optional[torch.Tensor] = None,
     reference_labels: Optional[torch.Tensor] = None,
+    label_count: Optional[int] = None,
 ) -> "Correspondence":
     """Match every target token to its cosine-nearest reference token.
 
@@ -403,7 +404,8 @@ def match(
     each token takes the label at its centre) restricting every target token to the
     reference tokens whose label is the target token's (-1: matches nothing / is never
     matched). Instance pairing, proxy parts and label constraints all come down to these
-    (eye_core/instances.py). Inputs are never modified.
+    (eye_core/instances.py). ``label_count`` (labels used, if known) spares counting them,
+    a host sync on a GPU. Inputs are never modified.
     """
     t_tok, t_grid = _as_tokens(target, target_grid, "target")
     r_tok, r_grid = _as_tokens(reference, reference_grid, "reference")
@@ -435,7 +437,7 @@ def match(
     if target_labels is not None:
         t_labels = _label_tokens(target_labels, t_grid, B, dev, "target_labels")
         r_labels = _label_tokens(reference_labels, r_grid, B, dev, "reference_labels")
-        labels = int(max(int(t_labels.max()), int(r_labels.max()))) + 1
+        labels = label_count if label_count is not None else int(max(int(t_labels.max()), int(r_labels.max()))) + 1
 
     itemsize = 8 if _compute_dtype(t_tok, r_tok) == torch.float64 else 4
     if chunk_size is None:

@@ -23,6 +23,7 @@ Plain torch; no ComfyUI.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,30 @@ def resize_labels(labels: torch.Tensor, grid) -> torch.Tensor:
 def count(labels: torch.Tensor) -> int:
     """Number of labels used (highest label + 1; 0 when nothing is labelled)."""
     return int(labels.max().item()) + 1 if labels.numel() else 0
+
+
+@dataclass(frozen=True)
+class Instances:
+    """The numbered objects of one image (type ``EYE_INSTANCES``): a label map at image size and their count."""
+
+    labels: torch.Tensor  # (H, W) long, 0..count-1, -1 outside every instance
+    count: int
+
+    @staticmethod
+    def from_masks(masks: torch.Tensor, size=None) -> "Instances":
+        """Instances of masks (n, H, W) (resized bilinearly to ``size`` (H, W) first, if given)."""
+        if masks.ndim == 2:
+            masks = masks[None]
+        if size is not None and tuple(masks.shape[-2:]) != tuple(size):
+            masks = F.interpolate(masks[:, None].float(), size=tuple(size), mode="bilinear",
+                                  align_corners=False)[:, 0]
+        labels = instance_labels(masks)
+        return Instances(labels, int(masks.shape[0]))
+
+    def empty(self) -> list[int]:
+        """Instance numbers (from 1) with no pixel."""
+        present = set(torch.unique(self.labels).tolist())
+        return [i + 1 for i in range(self.count) if i not in present]
 
 
 # ----------------------------------------------------------------------------- pairing
@@ -213,6 +238,58 @@ def combine_labels(first: torch.Tensor, second: torch.Tensor, second_count: int)
     """One label per (first, second) pair of labels (-1 where either is -1): both constraints at once."""
     both = (first >= 0) & (second >= 0)
     return torch.where(both, first * int(second_count) + second, torch.full_like(first, NONE))
+
+
+@dataclass(frozen=True)
+class MatchConstraint:
+    """Which reference tokens each target token may match, as two label maps at image (or any) resolution.
+
+    ``target`` (H_t, W_t) long: the label each target pixel may match (-1: it matches nothing
+    and keeps its own features); ``reference`` (H_r, W_r) long: each reference pixel's label
+    (-1: never matched). ``count``: labels in use. ``what`` says in words what it enforces
+    (shown in previews and logs), e.g. "instances 1>2, 2>1".
+    """
+
+    target: torch.Tensor
+    reference: torch.Tensor
+    count: int
+    what: str
+
+    def __post_init__(self):
+        for name in ("target", "reference"):
+            labels = getattr(self, name)
+            if labels.ndim != 2 or labels.dtype != torch.long:
+                raise ValueError(f"a constraint's {name} labels must be a (H, W) long tensor, got "
+                                 f"{tuple(labels.shape)} {labels.dtype}")
+
+    def at(self, target_grid, reference_grid, device=None):
+        """(target labels (1, h_t, w_t), reference labels (1, h_r, w_r), count) at these token grids."""
+        t = resize_labels(self.target, target_grid)[None]
+        r = resize_labels(self.reference, reference_grid)[None]
+        if device is not None:
+            t, r = t.to(device), r.to(device)
+        return t, r, self.count
+
+    def and_(self, other: "MatchConstraint") -> "MatchConstraint":
+        """Both constraints at once (a token pair must satisfy each)."""
+        if tuple(self.target.shape) != tuple(other.target.shape):
+            other_target = resize_labels(other.target, self.target.shape)
+        else:
+            other_target = other.target
+        if tuple(self.reference.shape) != tuple(other.reference.shape):
+            other_reference = resize_labels(other.reference, self.reference.shape)
+        else:
+            other_reference = other.reference
+        return MatchConstraint(combine_labels(self.target, other_target, other.count),
+                               combine_labels(self.reference, other_reference, other.count),
+                               self.count * other.count, f"{self.what}; {other.what}")
+
+
+def pairing_constraint(target_instances: torch.Tensor, reference_instances: torch.Tensor, pairs) -> MatchConstraint:
+    """The constraint of an instance pairing: target instance i matches only reference instance pairs[i]."""
+    n_reference = max(count(reference_instances), 1)
+    return MatchConstraint(allowed_labels(target_instances, pairs), reference_instances.long(), n_reference,
+                           f"instances {format_pairs(pairs) or 'none paired'}")
 
 
 # ----------------------------------------------------------------------------- proxy parts

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .correspondence import Correspondence, resize_mask
+from .instances import MatchConstraint
 from .rearrange import (CIA_CONTRAST, FEATURE, IMPLICIT, NOTHING, OFFICIAL, REARRANGE, STRUCTURE, SYMMETRIC,
                         TransferSchedule, blend, cross_image_attention, edited_rows, inject, rearranged)
 from .trajectory import Trajectory
@@ -49,6 +50,7 @@ class TransferPlan:
     target_mask: torch.Tensor | None = None
     reference_mask: torch.Tensor | None = None
     contrast: float = CIA_CONTRAST  # implicit mode only
+    constraint: MatchConstraint | None = None  # several objects: which reference tokens each target token may take
     node: str = "Apply Appearance Transfer"  # the node the user sees, named in errors raised while sampling
     _resampled: dict = field(default_factory=dict, repr=False)
 
@@ -128,6 +130,11 @@ class TransferPlan:
             keep = keep & mask
         if inside is not None:
             keep = keep & torch.gather(widen(inside), 1, index.clamp(min=0))
+        if self.constraint is not None:
+            allowed, labels, _ = (labels.flatten(1) if torch.is_tensor(labels) else labels
+                                  for labels in self.constraint.at(target_grid, reference_grid, device))
+            taken = torch.gather(widen(labels), 1, index.clamp(min=0))
+            keep = keep & (widen(allowed) >= 0) & (taken == widen(allowed))
         cached = replace(fixed, index=torch.where(keep, index, -1), score=widen(fixed.score),
                          mutual=widen(fixed.mutual), target_mask=None, reference_mask=None)
         self._resampled[key] = cached
@@ -140,6 +147,15 @@ class TransferPlan:
             self._resampled[key] = tuple(
                 None if mask is None else resize_mask(mask, grid).to(device)
                 for mask, grid in ((self.target_mask, target_grid), (self.reference_mask, reference_grid)))
+        return self._resampled[key]
+
+    def _labels_at(self, target_grid, reference_grid, device):
+        """The constraint's label tokens at these grids on ``device`` (None without one), resized once per grid."""
+        if self.constraint is None:
+            return None
+        key = ("labels", tuple(target_grid), tuple(reference_grid), str(device))
+        if key not in self._resampled:
+            self._resampled[key] = self.constraint.at(target_grid, reference_grid, device)
         return self._resampled[key]
 
     def edit(self, n, context, value, info: StepInfo, cond_or_uncond, grid, features):
@@ -169,7 +185,8 @@ class TransferPlan:
                 if self.correspondence is not None:
                     fixed = self._fixed_at(grid, source_grid, n.device)
                 target_mask, reference_mask = self._masks_at(grid, source_grid, n.device)
-                new = rearranged(own, tokens, grid, source_grid, fixed, target_mask, reference_mask)
+                new = rearranged(own, tokens, grid, source_grid, fixed, target_mask, reference_mask,
+                                 self._labels_at(grid, source_grid, n.device))
             edited.append((chunk, blend(own, new, self.strength)))
         if not edited:
             return n, context, value

@@ -168,3 +168,112 @@ def mask_overlay(images: torch.Tensor, masks: torch.Tensor, boxes=None, points=N
             dot = _dot(height, width, x, y, 2 * thickness, out.device)
             out[:, dot] = out.new_tensor(POSITIVE_POINT if label else NEGATIVE_POINT)
     return out.clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- instances, pairs, parts
+
+#: Distinct colours for labels 0, 1, ... (cycled); -1 (no label) is drawn dark grey.
+PALETTE = torch.tensor([
+    [0.90, 0.10, 0.10], [0.10, 0.55, 0.95], [0.15, 0.80, 0.25], [0.95, 0.75, 0.10], [0.70, 0.25, 0.90],
+    [0.10, 0.85, 0.85], [0.95, 0.45, 0.70], [0.55, 0.35, 0.15], [0.60, 0.90, 0.45], [0.25, 0.25, 0.70],
+    [0.95, 0.55, 0.25], [0.50, 0.50, 0.50]])
+UNLABELLED = torch.tensor([0.15, 0.15, 0.15])
+
+# 3x5 bitmaps of the digits 0-9 (rows top to bottom, 3 bits each), for numbers on previews
+# without depending on a font being installed.
+_DIGITS = ["111101101101111", "010110010010111", "111001111100111", "111001111001111", "101101111001001",
+           "111100111001111", "111100111101111", "111001001001001", "111101111101111", "111101111001111"]
+
+
+def label_colours(labels: torch.Tensor, size=None) -> torch.Tensor:
+    """A label map (H, W) as colours (1, H', W', 3): one palette colour per label, dark grey for -1."""
+    palette = torch.cat([PALETTE, UNLABELLED[None]]).to(labels.device)
+    index = torch.where(labels >= 0, labels % len(PALETTE), torch.full_like(labels, len(PALETTE)))
+    return _resize_rgb(palette[index][None], size)
+
+
+def _label_map_at(labels: torch.Tensor, size) -> torch.Tensor:
+    if tuple(labels.shape) == tuple(size):
+        return labels
+    return F.interpolate(labels[None, None].double(), size=tuple(size), mode="nearest-exact")[0, 0].long()
+
+
+def centroids(labels: torch.Tensor, count: int) -> list:
+    """(y, x) centre of each label 0..count-1 in pixels, or None for a label with no pixel."""
+    out = []
+    for label in range(count):
+        ys, xs = torch.nonzero(labels == label, as_tuple=True)
+        out.append(None if ys.numel() == 0 else (float(ys.float().mean()), float(xs.float().mean())))
+    return out
+
+
+def stamp_number(rgb: torch.Tensor, number: int, y: float, x: float, scale: int) -> torch.Tensor:
+    """``rgb`` (H, W, 3) with ``number`` written in white on a black plate centred at (y, x)."""
+    text = str(int(number))
+    height, width = rgb.shape[:2]
+    glyph_w, glyph_h = 4 * scale, 5 * scale
+    total_w = glyph_w * len(text) - scale
+    top = int(round(y - glyph_h / 2))
+    left = int(round(x - total_w / 2))
+    out = rgb.clone()
+    y0, y1 = max(top - scale, 0), min(top + glyph_h + scale, height)
+    x0, x1 = max(left - scale, 0), min(left + total_w + scale, width)
+    out[y0:y1, x0:x1] = 0.0
+    for k, digit in enumerate(text):
+        bits = _DIGITS[int(digit)]
+        for row in range(5):
+            for col in range(3):
+                if bits[row * 3 + col] == "1":
+                    ya, xa = top + row * scale, left + k * glyph_w + col * scale
+                    out[max(ya, 0):max(min(ya + scale, height), 0), max(xa, 0):max(min(xa + scale, width), 0)] = 1.0
+    return out
+
+
+def instance_preview(image: torch.Tensor, labels: torch.Tensor, count: int, first: int = 1) -> torch.Tensor:
+    """The image (H, W, 3) with each instance tinted in its colour and numbered (from ``first``): (1, H, W, 3)."""
+    height, width = image.shape[:2]
+    labels = _label_map_at(labels, (height, width))
+    colours = label_colours(labels)[0].to(image.device, image.dtype)
+    inside = (labels >= 0)[..., None]
+    out = torch.where(inside, 0.5 * image + 0.5 * colours, 0.6 * image)
+    scale = max(1, min(height, width) // 60)
+    for label, centre in enumerate(centroids(labels, count)):
+        if centre is not None:
+            out = stamp_number(out, label + first, centre[0], centre[1], scale)
+    return out[None].clamp(0, 1)
+
+
+def _line(rgb: torch.Tensor, a, b, colour: torch.Tensor, thickness: int) -> torch.Tensor:
+    steps = int(max(abs(b[0] - a[0]), abs(b[1] - a[1]))) + 1
+    ys = torch.linspace(a[0], b[0], steps).round().long()
+    xs = torch.linspace(a[1], b[1], steps).round().long()
+    out = rgb.clone()
+    height, width = rgb.shape[:2]
+    for dy in range(-thickness // 2, thickness - thickness // 2):
+        for dx in range(-thickness // 2, thickness - thickness // 2):
+            yy, xx = (ys + dy).clamp(0, height - 1), (xs + dx).clamp(0, width - 1)
+            out[yy, xx] = colour.to(out.dtype)
+    return out
+
+
+def pairs_preview(target: torch.Tensor, target_labels: torch.Tensor, n_target: int, reference: torch.Tensor,
+                  reference_labels: torch.Tensor, n_reference: int, pairs) -> torch.Tensor:
+    """Target | reference side by side, instances numbered, a line from each target instance to its pair."""
+    height = target.shape[0]
+    if reference.shape[0] != height:
+        new_width = max(1, round(reference.shape[1] * height / reference.shape[0]))
+        reference = F.interpolate(reference.permute(2, 0, 1)[None], size=(height, new_width), mode="bilinear",
+                                  align_corners=False)[0].permute(1, 2, 0)
+    left = instance_preview(target, target_labels, n_target)[0]
+    right = instance_preview(reference, reference_labels, n_reference)[0]
+    canvas = torch.cat([left, right], dim=1)
+    t_centres = centroids(_label_map_at(target_labels, left.shape[:2]), n_target)
+    r_centres = centroids(_label_map_at(reference_labels, right.shape[:2]), n_reference)
+    thickness = max(1, height // 150)
+    for t, r in enumerate(pairs):
+        if r < 0 or t_centres[t] is None or r_centres[r] is None:
+            continue
+        a = t_centres[t]
+        b = (r_centres[r][0], r_centres[r][1] + left.shape[1])
+        canvas = _line(canvas, a, b, PALETTE[t % len(PALETTE)], thickness)
+    return canvas[None].clamp(0, 1)

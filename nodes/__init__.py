@@ -19,6 +19,7 @@ NODE_FAMILIES = (
     "features",
     "correspondence",
     "transfer",
+    "instances",
     "freeu",
     "sam",
     "demo",

@@ -11,7 +11,7 @@ from ..eye_core.correspondence import match
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, model_of
 from ..eye_core.visualize import correspondence_colours, warp_image
 from . import _comfy
-from .common import CATEGORY, CORRESPONDENCE, FEATURES, named, node_id
+from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, FEATURES, named, node_id
 
 LATENT_TO_PIXELS = 8  # SD VAEs downscale by 8
 LOG = logging.getLogger("eye_for_an_eye")
@@ -40,7 +40,7 @@ def check_feature_models(target_features, reference_features, node: str) -> None
 
 
 def match_correspondence(target_features, reference_features, target_mask=None, reference_mask=None,
-                         reference_image=None, target_image=None, node="Match Correspondence"):
+                         reference_image=None, target_image=None, constraint=None, node="Match Correspondence"):
     """Match Correspondence's work: (correspondence, rearranged reference, colour map); errors name ``node``."""
     check_feature_models(target_features, reference_features, node)
     if target_features.layer != reference_features.layer:
@@ -50,7 +50,15 @@ def match_correspondence(target_features, reference_features, target_mask=None, 
             "Features nodes."
         )
     with named(node):
-        correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask)
+        labels = {} if constraint is None else {"target_labels": constraint.target,
+                                                "reference_labels": constraint.reference,
+                                                "label_count": constraint.count}
+        correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask,
+                               **labels)
+        if constraint is not None and not bool(correspondence.matched.any()):
+            raise ValueError(f"the constraint ({constraint.what}) leaves no target token a reference token to match "
+                             f"at the features' {correspondence.target_grid[0]}x{correspondence.target_grid[1]} grid; "
+                             "check the instances and pairs in their previews.")
         correspondence = dataclasses.replace(correspondence, target_origin=getattr(target_features, "origin", None),
                                              reference_origin=getattr(reference_features, "origin", None))
         size = _image_size(target_features, target_image)
@@ -91,6 +99,9 @@ class MatchCorrespondence(io.ComfyNode):
                                "rearranged-reference preview. Without it that preview shows the colour code."),
                 io.Image.Input("target_image", optional=True, tooltip="The target image: sets the preview size and "
                                "shows (darkened) where nothing was matched."),
+                io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="Several objects: which reference "
+                                            "tokens each target token may match (Pair Instances, Proxy Parts, "
+                                            "Label Constraint)."),
             ],
             outputs=[
                 io.Custom(CORRESPONDENCE).Output(display_name="correspondence", tooltip="For every target token "
@@ -106,9 +117,9 @@ class MatchCorrespondence(io.ComfyNode):
 
     @classmethod
     def execute(cls, target_features, reference_features, target_mask=None, reference_mask=None,
-                reference_image=None, target_image=None) -> io.NodeOutput:
+                reference_image=None, target_image=None, constraint=None) -> io.NodeOutput:
         return io.NodeOutput(*match_correspondence(target_features, reference_features, target_mask, reference_mask,
-                                                   reference_image, target_image))
+                                                   reference_image, target_image, constraint))
 
 
 NODES = [MatchCorrespondence]

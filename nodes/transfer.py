@@ -14,7 +14,7 @@ from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAY
                                   TransferSchedule, choose_layers)
 from ..eye_core.transfer import TransferPlan, check_pair
 from . import _comfy
-from .common import CATEGORY, CORRESPONDENCE, TRAJECTORY, named, node_id
+from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, named, node_id
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
 from .freeu import authors_freeu
@@ -142,7 +142,7 @@ def warn_shared_noise(reference, structure, node):
 
 def apply_transfer(model, reference, structure, injection, layers, rearrange_start, rearrange_end, structure_end,
                    structure_interval, guidance, strength, correspondence=None, target_mask=None, reference_mask=None,
-                   node=APPLY):
+                   constraint=None, node=APPLY):
     """Apply Appearance Transfer's work: the patched MODEL clone; errors name ``node``."""
     _comfy.require_unet(model, node)
     check_trajectories(reference, structure, node, model)
@@ -161,6 +161,9 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
                          "itself finds where to look); disconnect the correspondence input, or choose 'feature'.")
     if correspondence is not None:
         check_correspondence(correspondence, structure, reference, batch, node)
+    if constraint is not None and injection == IMPLICIT:
+        raise ValueError(f"{node}: injection 'implicit' has no correspondence to constrain (the attention itself "
+                         "decides where to look); disconnect the constraint, or choose 'feature'.")
     target_mask = _check_mask(target_mask, "target_mask", batch, node)
     reference_mask = _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node)
     _check_mask_tokens(target_mask, "target_mask", "target",
@@ -170,7 +173,7 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
     plan = TransferPlan(reference=reference, structure=structure, layers=chosen, schedule=schedule,
                         injection=injection, guidance=guidance, strength=float(strength),
                         correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask,
-                        node=node)
+                        constraint=constraint, node=node)
     return _comfy.with_transfer_patch(model, plan)
 
 
@@ -227,6 +230,10 @@ class ApplyAppearanceTransfer(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="How far the features "
                                "move toward the rearranged ones (0: off, the model samples exactly as without the "
                                "patch)."),
+                io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="Several objects: which reference "
+                                            "tokens each target token may match in per-step matching (and which "
+                                            "matches of a fixed correspondence are kept): Pair Instances, Proxy "
+                                            "Parts, Label Constraint."),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="A patched clone of the model; connect it to the "
                                      "CFGGuider of the sampling.")],
@@ -235,10 +242,10 @@ class ApplyAppearanceTransfer(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, structure, injection, layers, rearrange_start, rearrange_end, structure_end,
                 structure_interval, guidance, strength, correspondence=None, target_mask=None,
-                reference_mask=None) -> io.NodeOutput:
+                reference_mask=None, constraint=None) -> io.NodeOutput:
         return io.NodeOutput(apply_transfer(model, reference, structure, injection, layers, rearrange_start,
                                             rearrange_end, structure_end, structure_interval, guidance, strength,
-                                            correspondence, target_mask, reference_mask))
+                                            correspondence, target_mask, reference_mask, constraint))
 
 
 def _adain_hook(reference, schedule, target_mask, reference_mask):

@@ -228,3 +228,49 @@ def test_cross_image_attention_without_contrast_is_plain_attention_and_masked_ke
     changed = k.clone()
     changed[0, 4:] = 100.0
     assert torch.allclose(cross_image_attention(q, k, v, heads, keep), cross_image_attention(q, changed, v, heads, keep))
+
+
+def _plan_with_constraint(correspondence=None):
+    from eye_for_an_eye.eye_core.instances import pairing_constraint
+    from eye_for_an_eye.eye_core.trajectory import EF_DDPM, Trajectory
+    from eye_for_an_eye.eye_core.transfer import TransferPlan
+
+    trajectory = Trajectory(sigmas=torch.tensor([2.0, 1.0]), latents=torch.zeros(2, 1, 4, 8, 12),
+                            noise=torch.zeros(1, 1, 4, 8, 12), method=EF_DDPM, cfg=3.5, total_steps=1, start_step=0,
+                            seed=0)
+    # two instances side by side in both images, paired crosswise; a strip on the right belongs to none
+    target = torch.full((32, 48), -1, dtype=torch.long)
+    target[:, :20], target[:, 20:40] = 0, 1
+    reference = torch.full((32, 48), -1, dtype=torch.long)
+    reference[:, :24], reference[:, 24:] = 0, 1
+    constraint = pairing_constraint(target, reference, [1, 0])
+    return TransferPlan(reference=trajectory, structure=trajectory, layers=frozenset(), correspondence=correspondence,
+                        constraint=constraint), constraint
+
+
+def test_per_step_matching_follows_the_instance_pairing():
+    from eye_for_an_eye.eye_core.rearrange import rearranged
+
+    plan, constraint = _plan_with_constraint()
+    generator = torch.Generator().manual_seed(1)
+    output, reference = torch.randn(1, 96, 8, generator=generator), torch.randn(1, 96, 8, generator=generator)
+    new = rearranged(output, reference, (8, 12), (8, 12), labels=plan._labels_at((8, 12), (8, 12), "cpu"))
+    allowed, labels = (t.flatten(1) for t in constraint.at((8, 12), (8, 12))[:2])
+    for i in range(96):
+        if allowed[0, i] < 0:
+            assert torch.equal(new[0, i], output[0, i])  # unpaired: keeps its own features
+        else:
+            source = next(j for j in range(96) if torch.equal(new[0, i], reference[0, j]))
+            assert labels[0, source] == allowed[0, i]
+
+
+def test_a_fixed_correspondence_is_filtered_by_the_instance_pairing():
+    from eye_for_an_eye.eye_core.correspondence import match
+
+    features = torch.randn(1, 8, 8, 12, generator=torch.Generator().manual_seed(2))
+    plan, constraint = _plan_with_constraint(match(features, features))  # identity: the wrong instance
+    fixed = plan._fixed_at((8, 12), (8, 12), "cpu")
+    allowed, labels = (t.flatten(1) for t in constraint.at((8, 12), (8, 12))[:2])
+    matched = fixed.index[0] >= 0
+    assert (labels[0, fixed.index[0][matched]] == allowed[0, matched]).all()
+    assert not matched[allowed[0] < 0].any()
