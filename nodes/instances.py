@@ -14,8 +14,8 @@ from comfy_api.v0_0_2 import io
 
 from ..eye_core.instances import (NONE, Instances, MatchConstraint, PairingError, count, format_pairs,
                                   instance_descriptors, pair_automatically, pairing_constraint, parse_pairs,
-                                  proxy_parts, resize_labels, similarity)
-from ..eye_core.visualize import instance_preview, label_colours, pairs_preview
+                                  proxy_parts, rank_exemplars, resize_labels, similarity)
+from ..eye_core.visualize import instance_preview, label_colours, pairs_preview, stamp_number
 from . import _comfy
 from .common import CATEGORY, CONSTRAINT, FEATURES, INSTANCES, named, node_id
 from .correspondence import check_feature_models
@@ -25,6 +25,7 @@ NUMBER = "Number Instances"
 PAIR = "Pair Instances"
 PARTS = "Proxy Parts"
 LABELS = "Label Constraint"
+RANK = "Rank Exemplars"
 LOG = logging.getLogger("eye_for_an_eye")
 LATENT_TO_PIXELS = 8
 
@@ -291,6 +292,114 @@ class LabelConstraint(io.ComfyNode):
         return io.NodeOutput(label_constraint(target_labels, reference_labels, constraint))
 
 
-NODES = [NumberInstances, PairInstances, ProxyParts, LabelConstraint]
+def _object_descriptors(features, masks, node, name):
+    """(B, C) mean normalised feature of each image's object (its mask, or the whole image)."""
+    from ..eye_core.correspondence import resize_mask
+
+    maps = features.features.cpu()
+    grid = tuple(maps.shape[-2:])
+    labels = torch.zeros(maps.shape[0], *grid, dtype=torch.long)
+    if masks is not None:
+        with named(node):
+            inside = resize_mask(masks, grid, name=name)
+        if inside.shape[0] not in (1, maps.shape[0]):
+            raise ValueError(f"{node}: {name} holds {inside.shape[0]} masks for {maps.shape[0]} images; give one "
+                             "mask per image (or one for all).")
+        labels = torch.where(inside.expand(maps.shape[0], *grid), labels, torch.full_like(labels, NONE))
+    empty = [i + 1 for i in range(maps.shape[0]) if not bool((labels[i] >= 0).any())]
+    if empty:
+        raise ValueError(f"{node}: image(s) {empty} of {name.replace('_masks', '').replace('_mask', '')} have no "
+                         f"token inside their mask at the features' {grid[0]}x{grid[1]} grid; draw larger masks.")
+    return torch.cat([instance_descriptors(maps[i], labels[i], 1) for i in range(maps.shape[0])])
+
+
+def rank_exemplars_node(target_features, candidate_features, candidates, target_instances=None, target_mask=None,
+                        candidate_masks=None, instance=1, node=RANK):
+    """(best candidate image, its index, the ranking as text, a preview with the scores)."""
+    check_feature_models(target_features, candidate_features, node)
+    if target_features.layer != candidate_features.layer:
+        raise ValueError(f"{node}: the target features come from {target_features.layer} but the candidates' from "
+                         f"{candidate_features.layer}; set the same decoder_level on both.")
+    if target_features.features.shape[0] != 1:
+        raise ValueError(f"{node}: the target features hold {target_features.features.shape[0]} images; rank "
+                         "exemplars for one target image.")
+    count_candidates = candidate_features.features.shape[0]
+    if candidates.shape[0] != count_candidates:
+        raise ValueError(f"{node}: {candidates.shape[0]} candidate images but features of {count_candidates}; "
+                         "extract the features of the same batch of candidates.")
+    if target_instances is not None:
+        grid = tuple(target_features.features.shape[-2:])
+        labels = _instance_tokens(target_instances, target_features, "target", node)
+        target = instance_descriptors(target_features.features[0].cpu(), labels, target_instances.count)
+        names = [f"instance {i + 1}" for i in range(target_instances.count)]
+        del grid
+    else:
+        target = _object_descriptors(target_features, target_mask, node, "target_mask")
+        names = ["the target"]
+    if not 1 <= int(instance) <= len(names):
+        raise ValueError(f"{node}: instance is {instance} but the target has {len(names)} instance(s); choose "
+                         f"1-{len(names)}.")
+    candidate = _object_descriptors(candidate_features, candidate_masks, node, "candidate_masks")
+    order, scores = rank_exemplars(target, candidate)
+    lines = [f"{name}: " + ", ".join(f"#{int(c) + 1} {float(v):.3f}" for c, v in zip(order[i], scores[i]))
+             for i, name in enumerate(names)]
+    chosen = int(instance) - 1
+    best = int(order[chosen, 0])
+    LOG.info("%s: %s", node, "; ".join(lines))
+    preview = candidates.cpu().float().clone()
+    scale = max(1, min(preview.shape[1:3]) // 40)
+    for rank, (index, value) in enumerate(zip(order[chosen].tolist(), scores[chosen].tolist())):
+        preview[index] = stamp_number(preview[index], rank + 1, 4 * scale, 8 * scale, scale)
+        preview[index] = stamp_number(preview[index], max(0, round(value * 100)), 4 * scale, 24 * scale, scale)
+    return candidates[best:best + 1], best, "\n".join(lines), preview
+
+
+class RankExemplars(io.ComfyNode):
+    """From a batch of candidate references, the most similar to the target (or to one of its instances)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("RankExemplars"),
+            display_name="Rank Exemplars (Eye-for-an-eye)",
+            category=SUBCATEGORY,
+            description=("Ranks a batch of candidate reference images by how similar their object is to the target's "
+                         "object, or to each target instance (mean of normalised features inside the masks, cosine). "
+                         "Outputs the best candidate for the chosen instance, ready to be the reference."),
+            inputs=[
+                io.Custom(FEATURES).Input("target_features", tooltip="Features of the target (Extract UNet "
+                                          "Features), one image."),
+                io.Custom(FEATURES).Input("candidate_features", tooltip="Features of the candidate references (one "
+                                          "Extract UNet Features on the batch of candidates), same model and level."),
+                io.Image.Input("candidates", tooltip="The candidate reference images (a batch), in the order of "
+                               "their features."),
+                io.Custom(INSTANCES).Input("target_instances", optional=True, tooltip="Rank per target instance "
+                                           "(Number Instances); without it the target's object is ranked for."),
+                io.Mask.Input("target_mask", optional=True, tooltip="The target's object (without instances); "
+                              "without it the whole image."),
+                io.Mask.Input("candidate_masks", optional=True, tooltip="One mask per candidate (or one for all): "
+                              "their objects; without it the whole images."),
+                io.Int.Input("instance", default=1, min=1, max=64, tooltip="Which target instance the best candidate "
+                             "is chosen for (1 without instances)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="best", tooltip="The most similar candidate: connect it as the "
+                                "reference."),
+                io.Int.Output(display_name="best_index", tooltip="Its position in the batch, from 0."),
+                io.String.Output(display_name="ranking", tooltip="Per target instance, the candidates from most to "
+                                 "least similar (#position from 1, cosine)."),
+                io.Image.Output(display_name="preview", tooltip="The candidates, each stamped with its rank and its "
+                                "score x100 for the chosen instance."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, target_features, candidate_features, candidates, target_instances=None, target_mask=None,
+                candidate_masks=None, instance=1) -> io.NodeOutput:
+        return io.NodeOutput(*rank_exemplars_node(target_features, candidate_features, candidates, target_instances,
+                                                  target_mask, candidate_masks, instance))
+
+
+NODES = [NumberInstances, PairInstances, ProxyParts, LabelConstraint, RankExemplars]
 
 __all__ = ["NODES", "number_instances", "pair_instances", "proxy_parts_node", "label_constraint", "NONE", "count"]

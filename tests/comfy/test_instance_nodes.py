@@ -151,3 +151,23 @@ def test_apply_appearance_transfer_refuses_a_constraint_with_implicit_attention(
                                       schedule.rearrange_start, schedule.rearrange_end, schedule.structure_end,
                                       schedule.structure_interval, OFFICIAL, 1.0, constraint=constraint)
     assert patched is not sd15
+
+
+def test_rank_exemplars_puts_the_candidate_of_the_same_creature_first(comfy):
+    target = _features()
+    a_and_b = _features().features  # creature A on the left, B on the right, like the target
+    only_b = _features(swap=True).features[..., :1].expand(-1, -1, -1, 16)  # creature B everywhere
+    candidates = FeatureMap(features=torch.cat([only_b, a_and_b]), layer="output block 5", timestep=261,
+                            latent_size=(16, 16), ensemble=1)
+    images = torch.rand(2, SIZE, SIZE, 3)
+    instances, _ = _instances(_halves())
+    best, index, ranking, preview = nodes.RankExemplars.execute(target_features=target, candidate_features=candidates,
+                                                                candidates=images, target_instances=instances,
+                                                                instance=1).args
+    assert index == 1 and torch.equal(best, images[1:2]) and preview.shape == images.shape
+    assert ranking.splitlines()[0].startswith("instance 1: #2") and ranking.splitlines()[1].startswith("instance 2:")
+    with pytest.raises(ValueError, match="Rank Exemplars: instance is 3 but the target has 2 instance"):
+        nodes.RankExemplars.execute(target_features=target, candidate_features=candidates, candidates=images,
+                                    target_instances=instances, instance=3)
+    with pytest.raises(ValueError, match="Rank Exemplars: 1 candidate images but features of 2"):
+        nodes.RankExemplars.execute(target_features=target, candidate_features=candidates, candidates=images[:1])
