@@ -146,7 +146,7 @@ def instance_descriptors(features: torch.Tensor, labels: torch.Tensor, n: int) -
     An instance with no token at this grid gets a zero descriptor (similar to nothing).
     """
     c = features.shape[0]
-    tokens = F.normalize(features.reshape(c, -1).t().double(), dim=1)  # (N, C)
+    tokens = F.normalize(features.detach().reshape(c, -1).t().double(), dim=1)  # (N, C)
     flat = labels.reshape(-1)
     if flat.numel() != tokens.shape[0]:
         raise ValueError(f"labels {tuple(labels.shape)} do not cover the {tuple(features.shape[-2:])} feature grid")
@@ -159,6 +159,7 @@ def instance_descriptors(features: torch.Tensor, labels: torch.Tensor, n: int) -
 
 def similarity(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Cosine similarity (n_t, n_r) of descriptors; zero descriptors score -1 (never preferred)."""
+    target, reference = target.detach(), reference.detach()
     t, r = F.normalize(target.double(), dim=1), F.normalize(reference.double(), dim=1)
     scores = t @ r.t()
     empty = (target.abs().sum(1) == 0)[:, None] | (reference.abs().sum(1) == 0)[None, :]
@@ -310,7 +311,7 @@ def proxy_parts(target: torch.Tensor, reference: torch.Tensor, k: int, target_ma
     pools = []
     for features, mask in ((target, target_mask), (reference, reference_mask)):
         c, h, w = features.shape
-        tokens = F.normalize(features.reshape(c, -1).t().double(), dim=1)
+        tokens = F.normalize(features.detach().reshape(c, -1).t().double(), dim=1)
         inside = torch.ones(h * w, dtype=torch.bool) if mask is None else mask.reshape(-1).bool().cpu()
         maps.append((h, w, inside))
         pools.append(tokens.cpu()[inside])

@@ -166,7 +166,8 @@ def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor
         handle = unet.output_blocks[block][-1].register_forward_hook(hook)
         try:
             noisy = x + sigmas[0] * noise.to(x.device, x.dtype)
-            model_fn(noisy, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
+            with torch.no_grad():  # ComfyUI runs nodes in inference mode; called from elsewhere, keep no graph
+                model_fn(noisy, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
         except _Captured:
             pass
         finally:

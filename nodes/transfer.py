@@ -19,6 +19,7 @@ from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
 from .freeu import authors_freeu
 from ..eye_core.trajectory import EF_DDPM, reference_noise_seed, share_noise
+from .instances import number_instances, pair_instances, proxy_parts_node
 from .inversion import _replay, invert_latent
 
 OFFICIAL_SCHEDULE = TransferSchedule()
@@ -351,6 +352,21 @@ class AppearanceTransfer(io.ComfyNode):
                                    "The backbone: the authors' FreeU (b1 1.2, b2 1.4, s1 0.9, s2 0.2 at each decoder "
                                    "up-block entry, as in their code), or the model exactly as connected (choose "
                                    "this if you put ComfyUI's FreeU or FreeU (authors' variant) before this node).")),
+                io.Mask.Input("target_instances", optional=True, tooltip="Several objects: one mask per target "
+                              "object (SAM-HQ Segment's masks, one box per object). Each takes the appearance of its "
+                              "paired reference object; without target_mask their union is the target mask."),
+                io.Mask.Input("reference_instances", optional=True, tooltip="One mask per reference object, for "
+                              "pairing with target_instances; without reference_mask their union is the reference "
+                              "mask."),
+                io.String.Input("pairs", default="", optional=True, tooltip="With instances: empty pairs them "
+                                "automatically (most similar DIFT features); or type target>reference pairs, e.g. "
+                                "'1>2, 2>1' (numbered in the order of the masks, from 1)."),
+                io.Int.Input("proxy_parts", default=0, min=0, max=12, optional=True, tooltip="Match only within the "
+                             "same proxy part: both images' DIFT features clustered jointly into this many parts "
+                             "(0: off)."),
+                io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="A constraint built with the "
+                                            "several-objects nodes (Pair Instances, Proxy Parts, Label Constraint), "
+                                            "combined with the above."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The target with the reference's appearance."),
@@ -360,7 +376,8 @@ class AppearanceTransfer(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, positive, negative, target, reference, steps, skip_steps, inversion_cfg, cfg,
-                matching, seed, target_mask=None, reference_mask=None, freeu=AUTHORS_FREEU) -> io.NodeOutput:
+                matching, seed, target_mask=None, reference_mask=None, freeu=AUTHORS_FREEU, target_instances=None,
+                reference_instances=None, pairs="", proxy_parts=0, constraint=None) -> io.NodeOutput:
         if freeu not in (AUTHORS_FREEU, MODEL_AS_CONNECTED):
             raise ValueError(f"{ALL_IN_ONE}: freeu must be {AUTHORS_FREEU!r} or {MODEL_AS_CONNECTED!r}, got {freeu!r}.")
         if freeu == AUTHORS_FREEU and _comfy.has_output_block_patch(model):
@@ -378,20 +395,39 @@ class AppearanceTransfer(io.ComfyNode):
                 method=EF_DDPM, seed=seed if name == "target" else reference_noise_seed(seed), skip_steps=skip_steps,
                 node=ALL_IN_ONE)
             trajectories[name], starts[name] = trajectory, start
-        correspondence = None
-        if matching == FIXED_DIFT:
+        if (target_instances is None) != (reference_instances is None):
+            raise ValueError(f"{ALL_IN_ONE}: connect instance masks for both images (target_instances and "
+                             "reference_instances), or neither.")
+        automatic = target_instances is not None and not (pairs or "").strip()
+        features = None
+        if matching == FIXED_DIFT or automatic or proxy_parts > 0:
             features = {name: extract_features(
                 model=model, latent=latent, positive=positive, timestep=261, decoder_level=AUTO_LEVEL,
                 ensemble_size=8, seed=seed, node=ALL_IN_ONE)[0] for name, latent in latents.items()}
+        if target_instances is not None:
+            numbered = {name: number_instances(image, masks, node=ALL_IN_ONE)[0] for name, image, masks in
+                        (("target", target, target_instances), ("reference", reference, reference_instances))}
+            target_mask = target_instances.amax(0, keepdim=True) if target_mask is None else target_mask
+            reference_mask = reference_instances.amax(0, keepdim=True) if reference_mask is None else reference_mask
+            paired = pair_instances(numbered["target"], numbered["reference"], pairs,
+                                    features["target"] if automatic else None,
+                                    features["reference"] if automatic else None, node=ALL_IN_ONE)[0]
+            constraint = paired if constraint is None else constraint.and_(paired)
+        if proxy_parts > 0:
+            constraint = proxy_parts_node(features["target"], features["reference"], proxy_parts, seed, target_mask,
+                                          reference_mask, constraint, node=ALL_IN_ONE)[0]
+        correspondence = None
+        if matching == FIXED_DIFT:
             correspondence = match_correspondence(
                 target_features=features["target"], reference_features=features["reference"],
-                target_mask=target_mask, reference_mask=reference_mask, node=ALL_IN_ONE)[0]
+                target_mask=target_mask, reference_mask=reference_mask, constraint=constraint, node=ALL_IN_ONE)[0]
         patched = apply_transfer(
             model=model, reference=trajectories["reference"], structure=trajectories["target"], injection="feature",
             layers=TWO_FINEST, rearrange_start=OFFICIAL_SCHEDULE.rearrange_start,
             rearrange_end=OFFICIAL_SCHEDULE.rearrange_end, structure_end=OFFICIAL_SCHEDULE.structure_end,
             structure_interval=OFFICIAL_SCHEDULE.structure_interval, guidance=OFFICIAL, strength=1.0,
-            correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask, node=ALL_IN_ONE)
+            correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask,
+            constraint=constraint, node=ALL_IN_ONE)
         sampler = transfer_sampler(
             structure=trajectories["target"], reference=trajectories["reference"],
             adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end,

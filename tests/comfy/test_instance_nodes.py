@@ -171,3 +171,53 @@ def test_rank_exemplars_puts_the_candidate_of_the_same_creature_first(comfy):
                                     target_instances=instances, instance=3)
     with pytest.raises(ValueError, match="Rank Exemplars: 1 candidate images but features of 2"):
         nodes.RankExemplars.execute(target_features=target, candidate_features=candidates, candidates=images[:1])
+
+
+# ---------------------------------------------------------------- the all-in-one node, several objects
+
+def _all_in_one(sd15, tiny, monkeypatch, **settings):
+    from eye_for_an_eye.nodes import transfer
+
+    seen = {}
+    real = transfer.apply_transfer
+
+    def recording(**inputs):
+        seen.update(inputs)
+        return real(**inputs)
+
+    monkeypatch.setattr(transfer, "apply_transfer", recording)
+    pos, neg = tiny.sd15_conds()
+    masks = torch.zeros(2, 64, 64)
+    masks[0, 8:56, 4:30], masks[1, 8:56, 34:60] = 1.0, 1.0
+    inputs = dict(model=sd15, vae=tiny.tiny_vae(), positive=pos, negative=neg, target=torch.rand(1, 64, 64, 3),
+                  reference=torch.rand(1, 64, 64, 3), steps=4, skip_steps=1, inversion_cfg=3.5, cfg=2.5,
+                  matching=transfer.PER_STEP, seed=0, target_instances=masks, reference_instances=masks.flip(0))
+    inputs.update(settings)
+    before = {name: value.clone() for name, value in inputs.items() if torch.is_tensor(value)}
+    image, _ = transfer.AppearanceTransfer.execute(**inputs).args
+    for name, value in before.items():
+        assert torch.equal(inputs[name], value), f"{name} was modified"
+    return image, seen
+
+
+def test_the_all_in_one_node_pairs_instances_as_typed(comfy, sd15, tiny, monkeypatch):
+    image, seen = _all_in_one(sd15, tiny, monkeypatch, pairs="1>1, 2>2")
+    assert torch.isfinite(image).all()
+    constraint = seen["constraint"]
+    assert "instances 1>1, 2>2" in constraint.what
+    assert constraint.target[30, 10] == 0 and constraint.reference[30, 10] == 1  # the reference's masks are swapped
+    assert seen["target_mask"].shape == (1, 64, 64) and seen["target_mask"][0, 30, 10] == 1  # union of the instances
+
+
+def test_the_all_in_one_node_pairs_automatically_and_adds_proxy_parts(comfy, sd15, tiny, monkeypatch):
+    _, seen = _all_in_one(sd15, tiny, monkeypatch, pairs="", proxy_parts=2)
+    assert "instances" in seen["constraint"].what and "2 proxy parts" in seen["constraint"].what
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"pairs": "1>5"}, "^Eye-for-an-eye Appearance Transfer: the pair '1>5' names reference instance 5"),
+    ({"reference_instances": None}, "^Eye-for-an-eye Appearance Transfer: connect instance masks for both images"),
+])
+def test_the_all_in_one_node_names_itself_in_instance_errors(comfy, sd15, tiny, monkeypatch, settings, message):
+    with pytest.raises(ValueError, match=message):
+        _all_in_one(sd15, tiny, monkeypatch, **settings)
