@@ -8,13 +8,16 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..eye_demo.anatomy import PART_LABELS
-from ..eye_demo.pairs import CATEGORIES, ideal_transfer, make_pair
+from ..eye_demo.pairs import CATEGORIES, ideal_transfer, make_pair, swapped_pair
 from ..eye_demo.render import render
 from ..eye_demo.training.data import caption
 from .common import CATEGORY, node_id
 
 DEMO_CATEGORY = f"{CATEGORY}/demo"
 SPECIES_CHOICES = ("bird", "fish", "random")
+# Several creatures: the reference shows the same creatures in another order (pairing must follow the creature).
+MULTI = {"two creatures, swapped": 2, "three creatures, swapped": 3}
+SCENE_CATEGORIES = tuple(CATEGORIES) + tuple(MULTI)
 # One colour per part label for the part-map preview (background dark grey).
 PART_COLOURS = np.array([[0.16, 0.16, 0.16], [0.90, 0.20, 0.20], [0.98, 0.78, 0.10], [0.20, 0.45, 0.95],
                          [0.15, 0.75, 0.30], [0.80, 0.25, 0.80], [0.60, 0.60, 0.60]], np.float32)
@@ -81,13 +84,15 @@ class DemoScene(io.ComfyNode):
             inputs=[
                 io.Int.Input("seed", default=1, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Which pair: every seed draws other creatures, colours, poses and backgrounds."),
-                io.Combo.Input("category", options=list(CATEGORIES), default="flipped", tooltip=(
+                io.Combo.Input("category", options=list(SCENE_CATEGORIES), default="flipped", tooltip=(
                     "How the reference differs from the target: aligned (same pose), moved (translated and "
                     "rescaled), flipped (facing the other way), rotated (30 degrees or more apart), articulated "
                     "(wing and tail angles), cross-species (a bird and a fish: head, beak/mouth, body, wing/dorsal "
-                    "fin, tail and legs/pelvic fins correspond).")),
+                    "fin, tail and legs/pelvic fins correspond). Two or three creatures, swapped: the reference "
+                    "shows the target's creatures in another order (the image is that many times wider).")),
                 io.Combo.Input("species", options=list(SPECIES_CHOICES), default="bird", tooltip=(
-                    "The target's species (cross-species: the reference is the other one); random: from the seed.")),
+                    "The target's species (cross-species: the reference is the other one; several creatures: the "
+                    "first one, the others alternate bird and fish); random: from the seed.")),
                 io.Int.Input("size", default=128, min=64, max=1024, step=64, tooltip=(
                     "Image side in pixels. The demo model was trained at 128; use 512 with an SD1.5 checkpoint.")),
             ],
@@ -105,28 +110,49 @@ class DemoScene(io.ComfyNode):
                                  "'a photo of a fish'."),
                 io.String.Output(display_name="reference_prompt", tooltip="The reference's prompt: 'a photo of a "
                                  "bird' or 'a photo of a fish'."),
+                io.Mask.Output(display_name="target_instances", tooltip="One exact mask per target creature, left to "
+                               "right (a MASK batch: instance 1 first)."),
+                io.Mask.Output(display_name="reference_instances", tooltip="One exact mask per reference creature, "
+                               "left to right."),
+                io.String.Output(display_name="pairs", tooltip="The true pairing as text ('1>2, 2>1': target "
+                                 "creature > its reference counterpart), to type into Pair Instances or to compare "
+                                 "with the automatic one."),
             ],
         )
 
     @classmethod
     def execute(cls, seed, category, species, size) -> io.NodeOutput:
-        if category not in CATEGORIES:
-            raise ValueError(f"Eye Demo Scene: unknown category {category!r}; choose one of {', '.join(CATEGORIES)}.")
+        if category not in SCENE_CATEGORIES:
+            raise ValueError(f"Eye Demo Scene: unknown category {category!r}; choose one of "
+                             f"{', '.join(SCENE_CATEGORIES)}.")
         if species not in SPECIES_CHOICES:
             raise ValueError(f"Eye Demo Scene: species must be one of {', '.join(SPECIES_CHOICES)}, got {species!r}.")
         if size % 8 or size < 64:
             raise ValueError(f"Eye Demo Scene: size must be a multiple of 8 and at least 64, got {size}.")
-        target, reference = make_pair(seed, category, size=(size, size),
-                                      species=None if species == "random" else species)
+        if category in MULTI:
+            count = MULTI[category]
+            names = None
+            if species != "random":
+                other = "fish" if species == "bird" else "bird"
+                names = [species if i % 2 == 0 else other for i in range(count)]
+            target, reference, pairing = swapped_pair(seed, creatures=count, size=(size, size * count),
+                                                      species=names)
+        else:
+            target, reference = make_pair(seed, category, size=(size, size),
+                                          species=None if species == "random" else species)
+            pairing = [0]
         t, r = render(target), render(reference)
-        ideal = render(ideal_transfer(target, reference)).image
+        ideal = render(ideal_transfer(target, reference, pairing)).image
         part_maps = np.concatenate([_part_map(t.labels), np.ones((size, 2, 3), np.float32), _part_map(r.labels)], 1)
+        pairs = ", ".join(f"{i + 1}>{j + 1}" for i, j in enumerate(pairing))
         return io.NodeOutput(
             _image(t.image), _image(r.image),
             torch.from_numpy(t.object_mask.astype(np.float32))[None],
             torch.from_numpy(r.object_mask.astype(np.float32))[None],
             _image(ideal), _image(part_maps),
             caption([c.species for c in target.creatures]), caption([c.species for c in reference.creatures]),
+            torch.from_numpy(t.instance_masks.astype(np.float32)), torch.from_numpy(r.instance_masks.astype(np.float32)),
+            pairs,
         )
 
 

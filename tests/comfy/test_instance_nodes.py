@@ -221,3 +221,20 @@ def test_the_all_in_one_node_pairs_automatically_and_adds_proxy_parts(comfy, sd1
 def test_the_all_in_one_node_names_itself_in_instance_errors(comfy, sd15, tiny, monkeypatch, settings, message):
     with pytest.raises(ValueError, match=message):
         _all_in_one(sd15, tiny, monkeypatch, **settings)
+
+
+@pytest.mark.parametrize("category, count", [("two creatures, swapped", 2), ("three creatures, swapped", 3)])
+def test_the_demo_scene_draws_several_creatures_with_their_instances_and_true_pairs(comfy, category, count):
+    from eye_for_an_eye.eye_core.instances import parse_pairs
+    from eye_for_an_eye.nodes import demo
+
+    outputs = demo.DemoScene.execute(seed=3, category=category, species="bird", size=64).args
+    target, reference, target_mask, _, ideal = outputs[:5]
+    target_instances, reference_instances, pairs = outputs[-3:]
+    assert target.shape == reference.shape == ideal.shape == (1, 64, 64 * count, 3)
+    assert target_instances.shape == reference_instances.shape == (count, 64, 64 * count)
+    pairing = parse_pairs(pairs, count, count)
+    assert sorted(pairing) == list(range(count)) and pairing != list(range(count))  # swapped, every one paired
+    assert torch.equal(target_instances.amax(0, keepdim=True), target_mask)
+    single = demo.DemoScene.execute(seed=3, category="flipped", species="bird", size=64).args
+    assert single[-1] == "1>1" and single[-3].shape == (1, 64, 64)
