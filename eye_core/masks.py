@@ -288,6 +288,21 @@ def sam_masks(sam, image: torch.Tensor, prompts: Prompts, hq_token_only: bool = 
     return (logits[:, 0] > getattr(sam, "mask_threshold", 0.0)).float()
 
 
+def keep_inside_boxes(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Masks (N, H, W) with everything outside their own box (N, 4: x0, y0, x1, y1 in pixels) cleared.
+
+    A pixel counts as inside when its centre is in the box. For several objects in one image,
+    one box each: SAM's mask of one object can spill onto a neighbour that looks alike.
+    """
+    height, width = masks.shape[-2:]
+    ys = torch.arange(height, device=masks.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5
+    b = boxes.to(masks.device, torch.float32)
+    inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])  # (N, H)
+    inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] <= b[:, 2:3])  # (N, W)
+    return masks * (inside_y[:, :, None] & inside_x[:, None, :]).to(masks.dtype)
+
+
 def union(masks: torch.Tensor, batch: int) -> torch.Tensor:
     """(B*N, H, W) image-major masks -> (B, H, W): each image's masks merged (maximum)."""
     return masks.reshape(batch, -1, *masks.shape[-2:]).amax(dim=1)

@@ -30,6 +30,7 @@ from ..eye_core.masks import (
     architecture_from_state_dict,
     build_prompts,
     is_hq_state_dict,
+    keep_inside_boxes as cut_to_boxes,
     read_state_dict,
     sam_masks,
     union,
@@ -244,6 +245,10 @@ class SAMHQSegment(io.ComfyNode):
                 io.Boolean.Input("hq_token_only", default=True, tooltip=(
                     "On: the HQ output token's mask only (the authors' setting, finest boundaries). Off: the sum of "
                     "SAM's mask and the HQ mask.")),
+                io.Boolean.Input("keep_inside_boxes", default=False, optional=True, tooltip=(
+                    "On: each mask is cut to its own box. For several objects, one box each, so that one object's "
+                    "mask never spills onto a neighbour that looks alike. Off: SAM's masks as they are (the "
+                    "authors' setting).")),
             ],
             outputs=[
                 io.Mask.Output(display_name="masks", tooltip="One mask per prompt per image, (B*N, H, W) of 0/1 at "
@@ -258,7 +263,8 @@ class SAMHQSegment(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, sam_model, image, boxes, positive_points, negative_points, hq_token_only) -> io.NodeOutput:
+    def execute(cls, sam_model, image, boxes, positive_points, negative_points, hq_token_only,
+                keep_inside_boxes=False) -> io.NodeOutput:
         if not isinstance(sam_model, SamHQModel):
             raise TypeError("SAM-HQ Segment: sam_model must come from Load SAM-HQ Model (Eye-for-an-eye).")
         if image.ndim != 4 or image.shape[0] == 0 or min(image.shape[1:3]) == 0:
@@ -278,6 +284,8 @@ class SAMHQSegment(io.ComfyNode):
                 _comfy.check_interrupt()
                 picture = image[index, ..., :3] if image.shape[-1] >= 3 else image[index].expand(-1, -1, 3)
                 masks = sam_masks(module, picture, prompts, hq_token_only=hq_token_only)
+                if keep_inside_boxes and not prompts.whole_image and prompts.boxes is not None:
+                    masks = cut_to_boxes(masks, prompts.boxes)
                 results.append(masks.to("cpu"))
                 pbar.update(1)
         finally:

@@ -106,8 +106,8 @@ def test_nodes_are_registered_with_stable_ids_names_and_tooltips(models_dir):
     assert loader.outputs[0].io_type == "EYE_SAM_MODEL" and segmenter.inputs[0].io_type == "EYE_SAM_MODEL"
     assert [o.io_type for o in segmenter.outputs] == ["MASK", "MASK", "IMAGE"]
     assert [i.id for i in segmenter.inputs] == ["sam_model", "image", "boxes", "positive_points", "negative_points",
-                                               "hq_token_only"]
-    assert segmenter.inputs[-1].default is True
+                                               "hq_token_only", "keep_inside_boxes"]
+    assert segmenter.inputs[-2].default is True and segmenter.inputs[-1].default is False
     # V1 view (what /object_info serves) builds too
     assert "checkpoint" in sam_nodes.LoadSAMHQModel.INPUT_TYPES()["required"]
 

@@ -207,3 +207,14 @@ def test_union_is_image_major():
     merged = M.union(masks, 2)
     assert merged.shape == (2, 2, 2)
     assert merged[0].tolist() == [[1, 0], [0, 0]] and merged[1].tolist() == [[0, 0], [0, 1]]
+
+
+def test_masks_kept_inside_their_own_boxes():
+    from eye_for_an_eye.eye_core.masks import keep_inside_boxes
+
+    masks = torch.ones(2, 8, 10)
+    boxes = torch.tensor([[0.0, 0.0, 5.0, 8.0], [5.0, 2.0, 10.0, 6.0]])
+    kept = keep_inside_boxes(masks, boxes)
+    assert kept[0, :, :5].eq(1).all() and kept[0, :, 5:].eq(0).all()
+    assert kept[1, 2:6, 5:].eq(1).all() and kept[1, :2].eq(0).all() and kept[1, :, :5].eq(0).all()
+    assert masks.eq(1).all()  # the input is not modified
