@@ -82,6 +82,7 @@ def _check_schedule(sigmas: torch.Tensor) -> list[float]:
     return values
 
 
+@torch.no_grad()  # pure inference: a caller outside inference mode must not grow an autograd graph per step
 def invert_edit_friendly(x0: torch.Tensor, sigmas: torch.Tensor, denoise: Denoise, noise: NoiseStream,
                          on_step: OnStep = None, store_device=None, **settings) -> Trajectory:
     """Edit-friendly DDPM inversion of ``x0`` over ``sigmas`` (descending, last > 0).
@@ -108,6 +109,7 @@ def invert_edit_friendly(x0: torch.Tensor, sigmas: torch.Tensor, denoise: Denois
                       method=EF_DDPM, **_defaults(settings, steps))
 
 
+@torch.no_grad()
 def invert_ddim(x0: torch.Tensor, sigmas: torch.Tensor, denoise: Denoise, on_step: OnStep = None,
                 store_device=None, **settings) -> Trajectory:
     """DDIM inversion of ``x0`` up the schedule ``sigmas`` (given descending, last > 0)."""
