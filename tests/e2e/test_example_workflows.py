@@ -30,6 +30,9 @@ EXAMPLE_OVERRIDES: dict[str, dict] = {
     "appearance_transfer_simple.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3},
                                         "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
     "segment_preview.json": {"EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny.pth"}},
+    "several_objects_demo.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3}},
+    "several_objects_sam.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3},
+                                 "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
 }
 IMAGE_SIZE = (128, 128)
 NODE_TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
@@ -70,9 +73,15 @@ def test_sam_workflows_share_one_checkpoint_and_boxes_that_fit_any_image():
                 seen += 1
             if node["type"] == "EyeForAnEye_SAMHQSegment" and node["widgets_values"][0]:
                 for width, height in ((128, 96), (512, 512), (1216, 832)):
-                    box = build_prompts(node["widgets_values"][0], "", "", width, height).boxes[0].tolist()
-                    # inside the image and covering its centre, whatever its size
-                    assert 0 <= box[0] < width / 2 < box[2] <= width and 0 <= box[1] < height / 2 < box[3] <= height
+                    boxes = build_prompts(node["widgets_values"][0], "", "", width, height).boxes.tolist()
+                    # inside the image, whatever its size; one box covers its centre, several share it out
+                    for box in boxes:
+                        assert 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height
+                    if len(boxes) == 1:
+                        box = boxes[0]
+                        assert box[0] < width / 2 < box[2] and box[1] < height / 2 < box[3]
+                    else:
+                        assert min(b[0] for b in boxes) < width / 4 and max(b[2] for b in boxes) > 3 * width / 4
     assert seen >= 2
 
 
@@ -143,7 +152,7 @@ def test_the_simple_example_runs_the_official_preset():
     workflow = workflow_api.load_workflow(EXAMPLES / "appearance_transfer_simple.json")
     (node,) = [n for n in workflow["nodes"] if n["type"] == "EyeForAnEye_AppearanceTransfer"]
     assert node["widgets_values"] == [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed",
-                                      "authors' FreeU (official)"]
+                                      "authors' FreeU (official)", "", 0]
     links = _links_into(workflow, node)
     assert {"target_mask", "reference_mask"} <= set(links)
     assert {n["type"] for n in workflow["nodes"]}.isdisjoint({"FreeU", "FreeU_V2", "EyeForAnEye_AuthorsFreeU"})

@@ -22,8 +22,13 @@ OFFICIAL_ADAIN = [0.7206, 1.0]
 
 AUTHORS_FREEU = [1.2, 1.4, 0.9, 0.2]
 SAM_LOADER = ["sam_hq_vit_l.pth", "auto (from file name)", "auto"]
-SAM_BOX = ["0.125,0.125,0.875,0.875", "", "", True]  # relative: fits any image size
+SAM_BOX = ["0.125,0.125,0.875,0.875", "", "", True, False]  # relative: fits any image size
 CHECKPOINT = ["v1-5-pruned-emaonly.safetensors"]
+# steps, skip, inversion cfg, cfg, matching, seed, control, freeu, pairs (empty: automatic), proxy parts (0: off)
+ALL_IN_ONE_OFFICIAL = [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed", "authors' FreeU (official)", "",
+                       0]
+# left and right half: two objects, each mask kept inside its own box
+TWO_BOXES = ["0.02,0.05,0.49,0.95; 0.51,0.05,0.98,0.95", "", "", True, True]
 
 
 def modular_workflow(info: dict):
@@ -119,8 +124,7 @@ def simple_workflow(info: dict):
     positive = b.node("CLIPTextEncode", (380, 60), (330, 100), ["a photo of a bird"],
                       title="Positive prompt: a photo of a <domain>")
     negative = b.node("CLIPTextEncode", (380, 210), (330, 100), [""], title="Negative prompt (empty)")
-    transfer = b.node("EyeForAnEye_AppearanceTransfer", (800, 420), (360, 420),
-                      [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed", "authors' FreeU (official)"])
+    transfer = b.node("EyeForAnEye_AppearanceTransfer", (800, 420), (360, 420), ALL_IN_ONE_OFFICIAL)
     save = b.node("SaveImage", (1200, 420), (360, 400), ["eye_for_an_eye"], title="Result")
     b.link(checkpoint, 1, positive, "clip")
     b.link(checkpoint, 1, negative, "clip")
@@ -223,6 +227,94 @@ def demo_workflow(info: dict):
     return b
 
 
+def multi_demo_workflow(info: dict):
+    """Two swapped creatures of the demo world -> the all-in-one node with instances, paired automatically."""
+    from eye_test_support.workflow_builder import WorkflowBuilder
+
+    b = WorkflowBuilder(info, "several_objects_demo")
+    model = b.node("EyeForAnEye_LoadDemoModel", (0, 0), (300, 100))
+    scene = b.node("EyeForAnEye_DemoScene", (0, 160), (300, 300), [1, "two creatures, swapped", "bird", 128],
+                   title="Eye Demo Scene (two or three creatures, swapped)")
+    positive = b.node("CLIPTextEncode", (360, 0), (320, 90), ["a photo of a bird and a fish"],
+                      title="Positive prompt (the scene's species)")
+    negative = b.node("CLIPTextEncode", (360, 140), (320, 90), [""], title="Negative prompt (empty)")
+    number_target = b.node("EyeForAnEye_NumberInstances", (360, 290), (300, 80), title="Number Instances (target)")
+    number_reference = b.node("EyeForAnEye_NumberInstances", (360, 420), (300, 80),
+                              title="Number Instances (reference)")
+    preview_target = b.node("PreviewImage", (700, 290), (320, 200), title="Target instances")
+    preview_reference = b.node("PreviewImage", (700, 540), (320, 200), title="Reference instances")
+    transfer = b.node("EyeForAnEye_AppearanceTransfer", (1060, 0), (360, 520), ALL_IN_ONE_OFFICIAL,
+                      title="Appearance Transfer (instances paired automatically: pairs empty)")
+    stitch_reference = b.node("ImageStitch", (1460, 0), (300, 150), ["down", True, 4, "white"],
+                              title="target / reference")
+    stitch_result = b.node("ImageStitch", (1460, 200), (300, 150), ["down", True, 4, "white"], title="... / result")
+    stitch_ideal = b.node("ImageStitch", (1460, 400), (300, 150), ["down", True, 4, "white"], title="... / ideal")
+    save = b.node("SaveImage", (1800, 0), (420, 620), ["eye_several_objects"],
+                  title="target / reference / result / ideal")
+    b.link(model, 0, transfer, "model")
+    b.link(model, 1, positive, "clip")
+    b.link(model, 1, negative, "clip")
+    b.link(model, 2, transfer, "vae")
+    b.link(scene, 6, positive, "text", widget=True)
+    b.link(positive, 0, transfer, "positive")
+    b.link(negative, 0, transfer, "negative")
+    b.link(scene, 0, transfer, "target")
+    b.link(scene, 1, transfer, "reference")
+    b.link(scene, 8, transfer, "target_instances")
+    b.link(scene, 9, transfer, "reference_instances")
+    b.link(scene, 0, number_target, "image")
+    b.link(scene, 8, number_target, "masks")
+    b.link(scene, 1, number_reference, "image")
+    b.link(scene, 9, number_reference, "masks")
+    b.link(number_target, 1, preview_target, "images")
+    b.link(number_reference, 1, preview_reference, "images")
+    b.link(scene, 0, stitch_reference, "image1")
+    b.link(scene, 1, stitch_reference, "image2")
+    b.link(stitch_reference, 0, stitch_result, "image1")
+    b.link(transfer, 0, stitch_result, "image2")
+    b.link(stitch_result, 0, stitch_ideal, "image1")
+    b.link(scene, 4, stitch_ideal, "image2")
+    b.link(stitch_ideal, 0, save, "images")
+    return b
+
+
+def multi_sam_workflow(info: dict):
+    """Your images, two objects each (one SAM-HQ box per object) -> the all-in-one node with instances."""
+    from eye_test_support.workflow_builder import WorkflowBuilder
+
+    b = WorkflowBuilder(info, "several_objects_sam")
+    checkpoint = b.node("CheckpointLoaderSimple", (0, 200), (320, 100), CHECKPOINT)
+    sam = b.node("EyeForAnEye_LoadSAMHQModel", (0, 360), (320, 110), SAM_LOADER)
+    positive = b.node("CLIPTextEncode", (380, 60), (330, 100), ["a photo of two birds"],
+                      title="Positive prompt: a photo of <the objects>")
+    negative = b.node("CLIPTextEncode", (380, 210), (330, 100), [""], title="Negative prompt (empty)")
+    transfer = b.node("EyeForAnEye_AppearanceTransfer", (1160, 300), (360, 520), ALL_IN_ONE_OFFICIAL,
+                      title="Appearance Transfer (pairs empty: automatic; or type e.g. 1>2, 2>1)")
+    save = b.node("SaveImage", (1560, 300), (360, 400), ["eye_several_objects"], title="Result")
+    b.link(checkpoint, 1, positive, "clip")
+    b.link(checkpoint, 1, negative, "clip")
+    b.link(checkpoint, 0, transfer, "model")
+    b.link(checkpoint, 2, transfer, "vae")
+    b.link(positive, 0, transfer, "positive")
+    b.link(negative, 0, transfer, "negative")
+    for side, y, title in (("target", 520, "Target image (structure)"),
+                           ("reference", 900, "Reference image (appearance)")):
+        image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=title)
+        segment = b.node("EyeForAnEye_SAMHQSegment", (380, y), (360, 200), TWO_BOXES,
+                         title=f"SAM-HQ Segment ({side}): one box per object")
+        number = b.node("EyeForAnEye_NumberInstances", (780, y), (300, 80), title=f"Number Instances ({side})")
+        preview = b.node("PreviewImage", (780, y + 130), (300, 230), title=f"{side.capitalize()} instances")
+        b.link(sam, 0, segment, "sam_model")
+        b.link(image, 0, segment, "image")
+        b.link(image, 0, number, "image")
+        b.link(segment, 0, number, "masks")
+        b.link(number, 1, preview, "images")
+        b.link(image, 0, transfer, side)
+        b.link(segment, 0, transfer, f"{side}_instances")
+    b.link(transfer, 0, save, "images")
+    return b
+
+
 def object_info_in_process() -> dict:
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from eye_test_support import comfy_env
@@ -240,7 +332,8 @@ def object_info_in_process() -> dict:
 
 
 GENERATED = {"appearance_transfer.json": modular_workflow, "appearance_transfer_simple.json": simple_workflow,
-             "appearance_transfer_demo.json": demo_workflow}
+             "appearance_transfer_demo.json": demo_workflow, "several_objects_demo.json": multi_demo_workflow,
+             "several_objects_sam.json": multi_sam_workflow}
 
 
 def main():
