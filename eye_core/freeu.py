@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 AUTHORS_B1, AUTHORS_B2, AUTHORS_S1, AUTHORS_S2 = 1.2, 1.4, 0.9, 0.2
+_DEVICES_WITHOUT_FFT: set[str] = set()  # device types whose torch.fft failed once: filtered on the CPU
 
 
 def fourier_filter(x: torch.Tensor, threshold: int, scale: float) -> torch.Tensor:
@@ -32,9 +33,12 @@ def fourier_filter(x: torch.Tensor, threshold: int, scale: float) -> torch.Tenso
 def up_block_entries(num_res_blocks) -> set[int]:
     """Indices of the decoder blocks (ComfyUI's output_blocks) that start an up-block.
 
-    ``num_res_blocks``: per encoder level (or one int for all), as in a UNet config; each
+    ``num_res_blocks``: per encoder level, as in a UNet config (ComfyUI always stores the list); each
     decoder level has one block more than its encoder level, deepest level first.
     """
+    if isinstance(num_res_blocks, int):
+        raise ValueError("num_res_blocks must list the blocks of every encoder level (the UNet config's list); "
+                         "one number does not say how many levels there are")
     counts = list(num_res_blocks)
     entries, index = set(), 0
     for count in reversed(counts):
@@ -69,7 +73,13 @@ class AuthorsFreeU:
         backbone, filter_scale = settings
         half = h.shape[1] // 2
         h = torch.cat([h[:, :half] * backbone, h[:, half:]], dim=1)
+        if h.device.type in _DEVICES_WITHOUT_FFT:
+            return fourier_filter(h.cpu(), threshold=1, scale=filter_scale).to(h.device)
         try:
             return fourier_filter(h, threshold=1, scale=filter_scale)
-        except (RuntimeError, NotImplementedError):  # devices without torch.fft (some MPS builds): on the CPU
+        except (RuntimeError, NotImplementedError) as error:
+            if "out of memory" in str(error).lower():
+                raise  # not a missing FFT: the caller's memory handling must see it
+            # devices without torch.fft (some MPS builds): filter on the CPU, from now on without trying again
+            _DEVICES_WITHOUT_FFT.add(h.device.type)
             return fourier_filter(h.cpu(), threshold=1, scale=filter_scale).to(h.device)

@@ -1,5 +1,6 @@
 """The authors' FreeU (eye_core.freeu) against a direct transcription of what their UNet does."""
 
+import pytest
 import torch
 
 from eye_for_an_eye.eye_core.freeu import AuthorsFreeU, fourier_filter, up_block_entries
@@ -65,3 +66,40 @@ def test_other_values_and_widths():
     assert torch.allclose(out[:, :64], h[:, :64] * 2.0, atol=1e-5) and torch.allclose(out[:, 64:], h[:, 64:],
                                                                                         atol=1e-5)
     assert freeu.apply(torch.randn(1, 96, 4, 4), 0).shape == (1, 96, 4, 4)  # a width it does not know: unchanged
+
+
+def test_up_block_entries_want_the_per_level_list():
+    from eye_for_an_eye.eye_core.freeu import up_block_entries
+
+    assert up_block_entries([2, 2, 2, 2]) == {0, 3, 6, 9}
+    with pytest.raises(ValueError, match="every encoder level"):
+        up_block_entries(2)
+
+
+def test_the_filter_falls_back_to_the_cpu_only_for_a_missing_fft_not_for_running_out_of_memory(monkeypatch):
+    from eye_for_an_eye.eye_core import freeu
+
+    module = AuthorsFreeU(model_channels=8, num_res_blocks=[1, 1, 1])
+    h = torch.randn(1, 32, 4, 4)
+    calls = []
+    real = freeu.fourier_filter
+
+    def failing(x, threshold, scale):
+        calls.append(x.device.type)
+        if len(calls) == 1:
+            raise RuntimeError(message)
+        return real(x, threshold, scale)
+
+    monkeypatch.setattr(freeu, "fourier_filter", failing)
+    monkeypatch.setattr(freeu, "_DEVICES_WITHOUT_FFT", set())
+    message = "CPU out of memory"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        module.apply(h, 0)
+    assert freeu._DEVICES_WITHOUT_FFT == set()
+    calls.clear()
+    message = "fft: operation not supported on this device"
+    first = module.apply(h, 0)  # fails once, filters on the CPU, remembers the device
+    assert "cpu" in freeu._DEVICES_WITHOUT_FFT and len(calls) == 2
+    calls.clear()
+    second = module.apply(h, 0)  # straight to the fallback: no second failure
+    assert len(calls) == 1 and torch.allclose(first, second)
