@@ -42,8 +42,8 @@ def test_official_preset_beats_no_transfer(scores):
 # its inputs, even along the ground truth, moves the result by about 0.2 % of the pixel range, and
 # the masked AdaIN makes nearly all of the colour change (README, Results). These two are the tests
 # that fail when the rearrangement is semantically wrong; they say so until the model has learnt more.
-WEAK_ATTENTION = ("the demo model's decoder self-attention barely steers appearance yet (README, Quality on the synthetic world; "
-                  "deterministic seeds, so a pass means the model changed: then drop this mark): "
+WEAK_ATTENTION = ("the demo model's decoder self-attention barely steers appearance yet (README, Quality on the "
+                  "synthetic world; deterministic seeds, so a pass means the model changed: then drop this mark): "
                   "rearrangement along any correspondence changes the result by about 0.2 % of the pixel range")
 
 
