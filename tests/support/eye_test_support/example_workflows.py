@@ -114,24 +114,34 @@ def modular_workflow(info: dict):
     return b
 
 
-def simple_workflow(info: dict):
-    """The all-in-one node with the official preset: SAM-HQ masks, per-step matching, the authors' FreeU."""
-    from eye_test_support.workflow_builder import WorkflowBuilder
+def _all_in_one_with_sam(b, prompt, transfer_at, save_at):
+    """Checkpoint, SAM-HQ loader, prompts, the all-in-one node and a SaveImage, wired: (sam, transfer, save).
 
-    b = WorkflowBuilder(info, "appearance_transfer_simple")
+    ``prompt``: (text, title); ``transfer_at``: (pos, size, title or None); ``save_at``: (pos, prefix).
+    """
     checkpoint = b.node("CheckpointLoaderSimple", (0, 200), (320, 100), CHECKPOINT)
     sam = b.node("EyeForAnEye_LoadSAMHQModel", (0, 360), (320, 110), SAM_LOADER)
-    positive = b.node("CLIPTextEncode", (380, 60), (330, 100), ["a photo of a bird"],
-                      title="Positive prompt: a photo of a <domain>")
+    positive = b.node("CLIPTextEncode", (380, 60), (330, 100), [prompt[0]], title=prompt[1])
     negative = b.node("CLIPTextEncode", (380, 210), (330, 100), [""], title="Negative prompt (empty)")
-    transfer = b.node("EyeForAnEye_AppearanceTransfer", (800, 420), (360, 420), ALL_IN_ONE_OFFICIAL)
-    save = b.node("SaveImage", (1200, 420), (360, 400), ["eye_for_an_eye"], title="Result")
+    transfer = b.node("EyeForAnEye_AppearanceTransfer", transfer_at[0], transfer_at[1], ALL_IN_ONE_OFFICIAL,
+                      title=transfer_at[2])
+    save = b.node("SaveImage", save_at[0], (360, 400), [save_at[1]], title="Result")
     b.link(checkpoint, 1, positive, "clip")
     b.link(checkpoint, 1, negative, "clip")
     b.link(checkpoint, 0, transfer, "model")
     b.link(checkpoint, 2, transfer, "vae")
     b.link(positive, 0, transfer, "positive")
     b.link(negative, 0, transfer, "negative")
+    return sam, transfer, save
+
+
+def simple_workflow(info: dict):
+    """The all-in-one node with the official preset: SAM-HQ masks, per-step matching, the authors' FreeU."""
+    from eye_test_support.workflow_builder import WorkflowBuilder
+
+    b = WorkflowBuilder(info, "appearance_transfer_simple")
+    sam, transfer, save = _all_in_one_with_sam(b, ("a photo of a bird", "Positive prompt: a photo of a <domain>"),
+                                               ((800, 420), (360, 420), None), ((1200, 420), "eye_for_an_eye"))
     for side, y, title in (("target", 540, "Target image (structure)"), ("reference", 900, "Reference image "
                                                                                             "(appearance)")):
         image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=title)
@@ -283,20 +293,10 @@ def multi_sam_workflow(info: dict):
     from eye_test_support.workflow_builder import WorkflowBuilder
 
     b = WorkflowBuilder(info, "several_objects_sam")
-    checkpoint = b.node("CheckpointLoaderSimple", (0, 200), (320, 100), CHECKPOINT)
-    sam = b.node("EyeForAnEye_LoadSAMHQModel", (0, 360), (320, 110), SAM_LOADER)
-    positive = b.node("CLIPTextEncode", (380, 60), (330, 100), ["a photo of two birds"],
-                      title="Positive prompt: a photo of <the objects>")
-    negative = b.node("CLIPTextEncode", (380, 210), (330, 100), [""], title="Negative prompt (empty)")
-    transfer = b.node("EyeForAnEye_AppearanceTransfer", (1160, 300), (360, 520), ALL_IN_ONE_OFFICIAL,
-                      title="Appearance Transfer (pairs empty: automatic; or type e.g. 1>2, 2>1)")
-    save = b.node("SaveImage", (1560, 300), (360, 400), ["eye_several_objects"], title="Result")
-    b.link(checkpoint, 1, positive, "clip")
-    b.link(checkpoint, 1, negative, "clip")
-    b.link(checkpoint, 0, transfer, "model")
-    b.link(checkpoint, 2, transfer, "vae")
-    b.link(positive, 0, transfer, "positive")
-    b.link(negative, 0, transfer, "negative")
+    sam, transfer, save = _all_in_one_with_sam(
+        b, ("a photo of two birds", "Positive prompt: a photo of <the objects>"),
+        ((1160, 300), (360, 520), "Appearance Transfer (pairs empty: automatic; or type e.g. 1>2, 2>1)"),
+        ((1560, 300), "eye_several_objects"))
     for side, y, title in (("target", 520, "Target image (structure)"),
                            ("reference", 900, "Reference image (appearance)")):
         image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=title)
