@@ -35,3 +35,7 @@ def pytest_terminal_summary(terminalreporter):
     if not comfy_env.comfyui_available():
         terminalreporter.write_line("")
         terminalreporter.write_line(comfy_env.skip_reason(), red=True, bold=True)
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "parity with the authors' code SKIPPED" in reason:
+            terminalreporter.write_line(reason.removeprefix("Skipped: "), red=True, bold=True)
