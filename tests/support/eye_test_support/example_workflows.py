@@ -245,21 +245,21 @@ def multi_demo_workflow(info: dict):
     model = b.node("EyeForAnEye_LoadDemoModel", (0, 0), (300, 100))
     scene = b.node("EyeForAnEye_DemoScene", (0, 160), (300, 300), [1, "two creatures, swapped", "bird", 128],
                    title="Eye Demo Scene (two or three creatures, swapped)")
-    positive = b.node("CLIPTextEncode", (360, 0), (320, 90), ["a photo of a bird and a fish"],
+    positive = b.node("CLIPTextEncode", (420, 0), (320, 90), ["a photo of a bird and a fish"],
                       title="Positive prompt (the scene's species)")
-    negative = b.node("CLIPTextEncode", (360, 140), (320, 90), [""], title="Negative prompt (empty)")
-    number_target = b.node("EyeForAnEye_NumberInstances", (360, 290), (300, 80), title="Number Instances (target)")
-    number_reference = b.node("EyeForAnEye_NumberInstances", (360, 420), (300, 80),
+    negative = b.node("CLIPTextEncode", (420, 140), (320, 90), [""], title="Negative prompt (empty)")
+    number_target = b.node("EyeForAnEye_NumberInstances", (420, 290), (300, 80), title="Number Instances (target)")
+    number_reference = b.node("EyeForAnEye_NumberInstances", (420, 440), (300, 80),
                               title="Number Instances (reference)")
-    preview_target = b.node("PreviewImage", (700, 290), (320, 200), title="Target instances")
-    preview_reference = b.node("PreviewImage", (700, 540), (320, 200), title="Reference instances")
-    transfer = b.node("EyeForAnEye_AppearanceTransfer", (1060, 0), (360, 520), ALL_IN_ONE_OFFICIAL,
+    preview_target = b.node("PreviewImage", (780, 290), (320, 200), title="Target instances")
+    preview_reference = b.node("PreviewImage", (780, 560), (320, 200), title="Reference instances")
+    transfer = b.node("EyeForAnEye_AppearanceTransfer", (1160, 0), (360, 520), ALL_IN_ONE_OFFICIAL,
                       title="Appearance Transfer (instances paired automatically: pairs empty)")
-    stitch_reference = b.node("ImageStitch", (1460, 0), (300, 150), ["down", True, 4, "white"],
+    stitch_reference = b.node("ImageStitch", (1700, 0), (300, 150), ["down", True, 4, "white"],
                               title="target / reference")
-    stitch_result = b.node("ImageStitch", (1460, 200), (300, 150), ["down", True, 4, "white"], title="... / result")
-    stitch_ideal = b.node("ImageStitch", (1460, 400), (300, 150), ["down", True, 4, "white"], title="... / ideal")
-    save = b.node("SaveImage", (1800, 0), (420, 620), ["eye_several_objects"],
+    stitch_result = b.node("ImageStitch", (1700, 220), (300, 150), ["down", True, 4, "white"], title="... / result")
+    stitch_ideal = b.node("ImageStitch", (1700, 440), (300, 150), ["down", True, 4, "white"], title="... / ideal")
+    save = b.node("SaveImage", (2060, 0), (420, 620), ["eye_several_objects"],
                   title="target / reference / result / ideal")
     b.link(model, 0, transfer, "model")
     b.link(model, 1, positive, "clip")
@@ -296,9 +296,9 @@ def multi_sam_workflow(info: dict):
     sam, transfer, save = _all_in_one_with_sam(
         b, ("a photo of two birds", "Positive prompt: a photo of <the objects>"),
         ((1160, 300), (360, 520), "Appearance Transfer (pairs empty: automatic; or type e.g. 1>2, 2>1)"),
-        ((1560, 300), "eye_several_objects"))
+        ((1700, 300), "eye_several_objects"))
     for side, y, title in (("target", 520, "Target image (structure)"),
-                           ("reference", 900, "Reference image (appearance)")):
+                           ("reference", 940, "Reference image (appearance)")):
         image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=title)
         segment = b.node("EyeForAnEye_SAMHQSegment", (380, y), (360, 200), TWO_BOXES,
                          title=f"SAM-HQ Segment ({side}): one box per object")
