@@ -48,7 +48,7 @@ def modular_workflow(info: dict):
     for side, y, seed in (("target", 820, 0), ("reference", 1460, 1)):
         image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=f"{side.capitalize()} image")
         segment = b.node("EyeForAnEye_SAMHQSegment", (380, y), (360, 200), SAM_BOX, title=f"SAM-HQ Segment ({side})")
-        preview = b.node("PreviewImage", (380, y + 230), (300, 260), title=f"{side.capitalize()} mask")
+        preview = b.node("PreviewImage", (380, y + 262), (300, 260), title=f"{side.capitalize()} mask")
         encode = b.node("VAEEncode", (840, y), (200, 50))
         invert = b.node("EyeForAnEye_InvertLatent", (1080, y - 60), (340, 330),
                         OFFICIAL_INVERSION + [seed, "fixed", 32, True, 2048, "two finest decoder levels"],
@@ -146,7 +146,7 @@ def simple_workflow(info: dict):
                                                                                             "(appearance)")):
         image = b.node("LoadImage", (0, y), (300, 330), [f"{side}.png", "image"], title=title)
         segment = b.node("EyeForAnEye_SAMHQSegment", (380, y), (360, 200), SAM_BOX, title=f"SAM-HQ Segment ({side})")
-        preview = b.node("PreviewImage", (800, 880 if side == "target" else 1160), (300, 250),
+        preview = b.node("PreviewImage", (800, 960 if side == "target" else 1240), (300, 250),
                          title=f"{side.capitalize()} mask")
         b.link(sam, 0, segment, "sam_model")
         b.link(image, 0, segment, "image")
