@@ -127,27 +127,24 @@ def main(checkout: str, inputs: str, outputs: str):
     # run_appearance_transfer, minus SAM (the masks are given) and the decoding
     init_latents, init_zs = authors.latents.get_init_latents_and_noises(model=model, cfg=cfg)
     pipe.scheduler.set_timesteps(cfg.num_timesteps)
-    ranges = (cfg.cross_attn_32_range, cfg.cross_attn_64_range)  # their pipeline accepts but never reads it
-    window = authors.config.Range(min(r.start for r in ranges), max(r.end for r in ranges))
-    masks = [data[f"mask_{role}"][None].numpy() for role in ("app", "struct")]  # SAM's (1, H, W) per image
-    model.sam_app_mask, model.sam_struct_mask = masks
+    start_step = min(cfg.cross_attn_32_range.start, cfg.cross_attn_64_range.start)
+    end_step = max(cfg.cross_attn_32_range.end, cfg.cross_attn_64_range.end)
+    mask_lst = [data["mask_app"][None].numpy(), data["mask_struct"][None].numpy()]
+    model.sam_app_mask, model.sam_struct_mask = mask_lst
     adain = model.get_adain_callback()
     rows = []
 
-    def record(step, timestep, latents):
-        adain(step, timestep, latents)  # their AdaIN first, as their callback runs it
+    def callback(step, timestep, latents):
+        adain(step, timestep, latents)
         rows.append(latents.detach().clone())
 
-    rows_in_batch = init_latents.shape[0]
-    settings = dict(
-        prompt=None, output_type="latent", generator=None, eta=1, callback=record,
-        prompt_embeds=data["cond"].expand(rows_in_batch, -1, -1).clone(),
-        negative_prompt_embeds=data["uncond"].expand(rows_in_batch, -1, -1).clone(),
-        latents=init_latents, zs=init_zs, mask_lst=masks, cross_image_attention_range=window,
-        guidance_scale=cfg.guidance_scale, swap_guidance_scale=cfg.swap_guidance_scale,
-        num_inference_steps=cfg.num_timesteps, do_v_swap=cfg.do_v_swap,
-    )
-    final = pipe(**settings).images
+    batch = init_latents.shape[0]
+    final = pipe(prompt=None, prompt_embeds=data["cond"].expand(batch, -1, -1).clone(),
+                 negative_prompt_embeds=data["uncond"].expand(batch, -1, -1).clone(), latents=init_latents,
+                 guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_timesteps,
+                 swap_guidance_scale=cfg.swap_guidance_scale, callback=callback, eta=1, zs=init_zs,
+                 generator=None, cross_image_attention_range=authors.config.Range(start=start_step, end=end_step),
+                 mask_lst=mask_lst, do_v_swap=cfg.do_v_swap, output_type="latent").images
     torch.save({"zs_app": zs_app, "xts_app": xts_app, "zs_struct": zs_struct, "xts_struct": xts_struct,
                 "steps": torch.stack(rows), "final": final,
                 "timesteps": pipe.scheduler.timesteps.clone(),
