@@ -67,6 +67,7 @@ def test_workflow_converts_with_the_saved_widgets(object_info):
     assert prompt["1"]["inputs"] == {"checkpoint": "sam_hq_vit_l.pth", "architecture": "auto (from file name)",
                                      "device": "auto"}
     assert prompt["3"]["inputs"] == {"sam_model": ["1", 0], "image": ["2", 0], "boxes": "0.125,0.125,0.875,0.875",
-                                     "positive_points": "", "negative_points": "", "hq_token_only": True}
+                                     "positive_points": "", "negative_points": "", "hq_token_only": True,
+                                     "keep_inside_boxes": False}
     assert prompt["4"]["inputs"] == {"images": ["3", 2]} and prompt["5"]["inputs"] == {"mask": ["3", 1]}
     assert "6" not in prompt  # the note is frontend-only
