@@ -7,7 +7,7 @@ import logging
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..eye_core.adain import masked_adain
+from ..eye_core.adain import labelled_adain, masked_adain
 from ..eye_core.correspondence import empty_rows, no_token_message, resize_mask
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
@@ -249,24 +249,36 @@ class ApplyAppearanceTransfer(io.ComfyNode):
                                             correspondence, target_mask, reference_mask, constraint))
 
 
-def _adain_hook(reference, schedule, target_mask, reference_mask):
+def _adain_hook(reference, schedule, target_mask, reference_mask, constraint=None):
+    labels = {}
+
     def after_step(i, total, index, x):
         if not schedule.adain(i, total):
             return x
-        return masked_adain(x, reference.latents[index].to(x.device, x.dtype), target_mask, reference_mask)
+        reference_latent = reference.latents[index].to(x.device, x.dtype)
+        if constraint is None:
+            return masked_adain(x, reference_latent, target_mask, reference_mask)
+        key = (tuple(x.shape[-2:]), tuple(reference_latent.shape[-2:]), x.device)
+        if key not in labels:  # the label maps at the latents' sizes, once per sampling
+            labels[key] = constraint.at(key[0], key[1], x.device)
+        return labelled_adain(x, reference_latent, *labels[key], target_mask, reference_mask)
 
     return after_step
 
 
 def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=None, reference_mask=None,
-                     node=SAMPLER):
-    """The Transfer Sampler's SAMPLER; errors (here and while it samples) name ``node``."""
+                     constraint=None, node=SAMPLER):
+    """The Transfer Sampler's SAMPLER; errors (here and while it samples) name ``node``.
+
+    With a ``constraint`` (several objects) AdaIN runs region by region: each target object or
+    part takes the statistics of the reference region it may match.
+    """
     check_trajectories(reference, structure, node)
     with named(node):
         schedule = TransferSchedule(adain_start=adain_start, adain_end=adain_end)
     batch = structure.latent_shape[0]
     hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
-                       _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node))
+                       _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node), constraint)
     return _comfy.make_sampler(_replay, trajectory=structure, after_step=hook, node=node,
                                what="the structure trajectory")
 
@@ -298,15 +310,19 @@ class TransferSampler(io.ComfyNode):
                           "fraction of the schedule (official: 49 of 68 = 0.721)."),
                 _fraction("adain_end", OFFICIAL_SCHEDULE.adain_end, "... up to this fraction (official: 1.0). "
                           "adain_end <= adain_start turns AdaIN off."),
+                io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="Several objects: the constraint "
+                                            "given to Apply Appearance Transfer. AdaIN then runs object by object "
+                                            "(or part by part): each takes its own counterpart's colour statistics, "
+                                            "unpaired objects stay as they are."),
             ],
             outputs=[io.Sampler.Output(display_name="sampler", tooltip="Connect to SamplerCustomAdvanced.")],
         )
 
     @classmethod
     def execute(cls, structure, reference, adain_start, adain_end, target_mask=None,
-                reference_mask=None) -> io.NodeOutput:
+                reference_mask=None, constraint=None) -> io.NodeOutput:
         return io.NodeOutput(transfer_sampler(structure, reference, adain_start, adain_end, target_mask,
-                                              reference_mask))
+                                              reference_mask, constraint))
 
 
 class AppearanceTransfer(io.ComfyNode):
@@ -431,7 +447,7 @@ class AppearanceTransfer(io.ComfyNode):
         sampler = transfer_sampler(
             structure=trajectories["target"], reference=trajectories["reference"],
             adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end,
-            target_mask=target_mask, reference_mask=reference_mask, node=ALL_IN_ONE)
+            target_mask=target_mask, reference_mask=reference_mask, constraint=constraint, node=ALL_IN_ONE)
         callback = _comfy.progress_callback(patched, len(sigmas) - 1)
         samples = _comfy.sample_with_cfg(patched, positive, negative, cfg, starts["target"]["samples"], sampler,
                                          sigmas, seed, callback)

@@ -10,6 +10,13 @@ with the demo model, all at the official preset (per-step matching, masks = unio
   user-pairing     the true pairing typed as text (Pair Instances)
   auto-pairing     the pairing Pair Instances finds from DIFT features
   auto+parts       auto-pairing and K proxy parts (Proxy Parts), both constraints at once
+  user-pairing, union AdaIN
+                   user-pairing with masked AdaIN over the union of the instances (every creature
+                   takes the mixed statistics of both reference creatures), as before AdaIN
+                   followed the constraint
+
+With a constraint the Transfer Sampler gets it too: AdaIN runs region by region (each target
+creature, or proxy part, takes its own counterpart's statistics).
 
 Scores (eye_demo.metrics): per-instance part accuracy (each target creature's pixels judged
 against the part colours of its true reference counterpart), and whether the automatic
@@ -37,7 +44,7 @@ RESULTS = REPO / "tests" / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "tests" / "support"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METHODS = ("no-constraint", "user-pairing", "auto-pairing", "auto+parts")
+METHODS = ("no-constraint", "user-pairing", "auto-pairing", "auto+parts", "user-pairing, union AdaIN")
 
 
 def instance_part_accuracy(result, target_render, reference_render, pairing) -> list[float]:
@@ -72,9 +79,14 @@ def run_pair(runner, target, reference, pairing, parts: int, seed: int) -> dict:
     latents = [runner.vae.encode(image) for image in images]
     target_trajectory, start, sigmas = runner._invert(latents[0], positive, negative, seed)
     reference_trajectory, _, _ = runner._invert(latents[1], reference_positive, negative, seed + 1)
-    adain = run_node(transfer.TransferSampler, structure=target_trajectory, reference=reference_trajectory,
-                     adain_start=runner.settings.schedule.adain_start, adain_end=runner.settings.schedule.adain_end,
-                     target_mask=unions[0], reference_mask=unions[1])[0]
+
+    def adain(constraint):
+        extra = {} if constraint is None else {"constraint": constraint}
+        return run_node(transfer.TransferSampler, structure=target_trajectory, reference=reference_trajectory,
+                        adain_start=runner.settings.schedule.adain_start,
+                        adain_end=runner.settings.schedule.adain_end, target_mask=unions[0],
+                        reference_mask=unions[1], **extra)[0]
+
     numbered = [run_node(instance_nodes.NumberInstances, image=image, masks=masks)[0]
                 for image, masks in zip(images, instance_masks)]
     features = [runner._dift(latents[0], positive), runner._dift(latents[1], reference_positive)]
@@ -88,12 +100,13 @@ def run_pair(runner, target, reference, pairing, parts: int, seed: int) -> dict:
     with_parts = run_node(instance_nodes.ProxyParts, target_features=features[0], reference_features=features[1],
                           parts=parts, seed=seed, target_mask=unions[0], reference_mask=unions[1],
                           constraint=auto)[0]
-    constraints = {"no-constraint": None, "user-pairing": user, "auto-pairing": auto, "auto+parts": with_parts}
+    constraints = {"no-constraint": (None, None), "user-pairing": (user, user), "auto-pairing": (auto, auto),
+                   "auto+parts": (with_parts, with_parts), "user-pairing, union AdaIN": (user, None)}
     results, scores = {}, {}
-    for method, constraint in constraints.items():
+    for method, (constraint, adain_constraint) in constraints.items():
         extra = {} if constraint is None else {"constraint": constraint}
         patched = runner._apply(reference_trajectory, target_trajectory, unions[0], unions[1], **extra)
-        results[method] = runner._sample(patched, adain, positive, negative, sigmas, start)[0]
+        results[method] = runner._sample(patched, adain(adain_constraint), positive, negative, sigmas, start)[0]
         per_instance = instance_part_accuracy(results[method], renders[0], renders[1], pairing)
         scores[method] = {"instance_part_accuracy": float(np.nanmean(per_instance)), "per_instance": per_instance}
     return {"renders": renders, "results": results, "scores": scores, "auto_pairs": auto_text,
@@ -111,7 +124,7 @@ def bar_chart(summary: dict, path: Path, title: str):
     ax.bar(range(len(METHODS)), values, color=plt.get_cmap("tab10")(np.arange(len(METHODS))))
     for x, v in enumerate(values):
         ax.text(x, v + 0.5, f"{v:.1f}", ha="center")
-    ax.set_xticks(range(len(METHODS)), METHODS)
+    ax.set_xticks(range(len(METHODS)), [m.replace(", ", "\n") for m in METHODS])
     ax.set_ylabel("per-instance part accuracy %")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
@@ -205,9 +218,9 @@ def main(argv=None):
               f"{len(seeds)} swapped two-creature scenes, {args.steps} steps")
     example_grid(pairs[:args.examples], RESULTS / f"{args.name}-examples.png")
     print(f"\nautomatic pairing right on {summary['pairing_accuracy'] * 100:.0f} % of {len(seeds)} scenes")
-    print(f"{'method':<16}{'inst. part acc %':>18}")
+    print(f"{'method':<28}{'inst. part acc %':>18}")
     for m in METHODS:
-        print(f"{m:<16}{summary['methods'][m]['instance_part_accuracy'] * 100:>18.1f}")
+        print(f"{m:<28}{summary['methods'][m]['instance_part_accuracy'] * 100:>18.1f}")
     print(f"wrote {RESULTS / (args.name + '.json')}")
 
 

@@ -179,13 +179,18 @@ def _all_in_one(sd15, tiny, monkeypatch, **settings):
     from eye_for_an_eye.nodes import transfer
 
     seen = {}
-    real = transfer.apply_transfer
+    real_apply, real_sampler = transfer.apply_transfer, transfer.transfer_sampler
 
     def recording(**inputs):
         seen.update(inputs)
-        return real(**inputs)
+        return real_apply(**inputs)
+
+    def recording_sampler(**inputs):
+        seen["sampler"] = inputs
+        return real_sampler(**inputs)
 
     monkeypatch.setattr(transfer, "apply_transfer", recording)
+    monkeypatch.setattr(transfer, "transfer_sampler", recording_sampler)
     pos, neg = tiny.sd15_conds()
     masks = torch.zeros(2, 64, 64)
     masks[0, 8:56, 4:30], masks[1, 8:56, 34:60] = 1.0, 1.0
@@ -207,6 +212,7 @@ def test_the_all_in_one_node_pairs_instances_as_typed(comfy, sd15, tiny, monkeyp
     assert "instances 1>1, 2>2" in constraint.what
     assert constraint.target[30, 10] == 0 and constraint.reference[30, 10] == 1  # the reference's masks are swapped
     assert seen["target_mask"].shape == (1, 64, 64) and seen["target_mask"][0, 30, 10] == 1  # union of the instances
+    assert seen["sampler"]["constraint"] is constraint  # AdaIN object by object, too
 
 
 def test_the_all_in_one_node_pairs_automatically_and_adds_proxy_parts(comfy, sd15, tiny, monkeypatch):

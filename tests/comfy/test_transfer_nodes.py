@@ -125,6 +125,30 @@ def test_identity_reference_equal_to_target(sd15, tiny, custom_sampler_nodes, ca
     assert (out - replayed).abs().max().item() <= tolerance
 
 
+def test_transfer_sampler_runs_adain_region_by_region_with_a_constraint(pair, custom_sampler_nodes):
+    """One label over both whole images is plain masked AdaIN with full masks; a label the reference lacks
+    leaves the target as the replay draws it (an unpaired object stays as it is)."""
+    from eye_for_an_eye.eye_core.instances import MatchConstraint
+
+    model, pos, neg, target, reference, start, sigmas = pair
+    full = torch.ones(1, 128, 192)
+    whole = MatchConstraint(torch.zeros(128, 192, dtype=torch.long), torch.zeros(192, 128, dtype=torch.long), 1,
+                            "everything")
+    labelled = sample(custom_sampler_nodes, model, pos, neg, 2.5, transfer_sampler(target, reference, constraint=whole),
+                      sigmas, start)
+    masked = sample(custom_sampler_nodes, model, pos, neg, 2.5,
+                    transfer_sampler(target, reference, target_mask=full, reference_mask=torch.ones(1, 192, 128)),
+                    sigmas, start)
+    assert torch.allclose(labelled, masked, atol=1e-6)
+    unpaired = MatchConstraint(torch.zeros(128, 192, dtype=torch.long), torch.full((192, 128), -1, dtype=torch.long),
+                               1, "nothing paired")
+    kept = sample(custom_sampler_nodes, model, pos, neg, 2.5, transfer_sampler(target, reference, constraint=unpaired),
+                  sigmas, start)
+    replay = sample(custom_sampler_nodes, model, pos, neg, 2.5, transfer_sampler(target, reference, adain=False),
+                    sigmas, start)
+    assert torch.equal(kept, replay) and not torch.allclose(labelled, replay, atol=1e-3)
+
+
 # ---------------------------------------------------------------- batch layouts
 
 def _cond_first(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
