@@ -19,7 +19,7 @@ from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
 from .freeu import authors_freeu
 from ..eye_core.trajectory import EF_DDPM, reference_noise_seed, share_noise
-from .instances import number_instances, pair_instances, proxy_parts_node
+from .instances import number_instances, pair_instances, proxy_parts_node, rank_exemplars_node
 from .inversion import _replay, invert_latent
 
 OFFICIAL_SCHEDULE = TransferSchedule()
@@ -325,6 +325,34 @@ class TransferSampler(io.ComfyNode):
                                               reference_mask, constraint))
 
 
+def _dift(model, latent, positive, seed):
+    """The all-in-one's DIFT features of one latent (the Extract UNet Features defaults)."""
+    return extract_features(model=model, latent=latent, positive=positive, timestep=261, decoder_level=AUTO_LEVEL,
+                            ensemble_size=8, seed=seed, node=ALL_IN_ONE)[0]
+
+
+def _best_reference(model, latents, positive, seed, candidates, target_mask, reference_mask, target_instances,
+                    reference_instances):
+    """The candidate most similar to the target's object: (its image, its mask, the target's features)."""
+    if reference_instances is not None:
+        raise ValueError(f"{ALL_IN_ONE}: best_reference picks one of {candidates.shape[0]} candidate references, "
+                         "but reference_instances number the objects of one reference image. Pick the reference "
+                         "first (Rank Exemplars), then number its instances; or turn best_reference off.")
+    if reference_mask is not None and reference_mask.ndim == 3 and reference_mask.shape[0] not in (
+            1, candidates.shape[0]):
+        raise ValueError(f"{ALL_IN_ONE}: reference_mask holds {reference_mask.shape[0]} masks for "
+                         f"{candidates.shape[0]} candidate references; give one mask per candidate, or one for all.")
+    if target_mask is None and target_instances is not None:
+        target_mask = target_instances.amax(0, keepdim=True)
+    target_features = _dift(model, latents["target"], positive, seed)
+    candidate_features = _dift(model, latents["reference"], positive, seed)
+    _, best, _, _ = rank_exemplars_node(target_features, candidate_features, candidates, target_mask=target_mask,
+                                        candidate_masks=reference_mask, node=ALL_IN_ONE)
+    if reference_mask is not None and reference_mask.ndim == 3 and reference_mask.shape[0] > 1:
+        reference_mask = reference_mask[best:best + 1]
+    return candidates[best:best + 1], reference_mask, target_features
+
+
 class AppearanceTransfer(io.ComfyNode):
     """All-in-one: target and reference images in, the transferred image out (same code as the modular nodes)."""
 
@@ -383,6 +411,11 @@ class AppearanceTransfer(io.ComfyNode):
                 io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="A constraint built with the "
                                             "several-objects nodes (Pair Instances, Proxy Parts, Label Constraint), "
                                             "combined with the above."),
+                io.Boolean.Input("best_reference", default=False, optional=True, tooltip="With a batch of candidate "
+                                 "reference images: use the one whose object is most similar to the target's (DIFT "
+                                 "features inside the masks, as Rank Exemplars; the ranking is logged). "
+                                 "reference_mask may hold one mask per candidate. Off: the reference batch must pair "
+                                 "with the target batch."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The target with the reference's appearance."),
@@ -393,7 +426,8 @@ class AppearanceTransfer(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, negative, target, reference, steps, skip_steps, inversion_cfg, cfg,
                 matching, seed, target_mask=None, reference_mask=None, freeu=AUTHORS_FREEU, target_instances=None,
-                reference_instances=None, pairs="", proxy_parts=0, constraint=None) -> io.NodeOutput:
+                reference_instances=None, pairs="", proxy_parts=0, constraint=None,
+                best_reference=False) -> io.NodeOutput:
         if freeu not in (AUTHORS_FREEU, MODEL_AS_CONNECTED):
             raise ValueError(f"{ALL_IN_ONE}: freeu must be {AUTHORS_FREEU!r} or {MODEL_AS_CONNECTED!r}, got {freeu!r}.")
         if freeu == AUTHORS_FREEU and _comfy.has_output_block_patch(model):
@@ -404,6 +438,12 @@ class AppearanceTransfer(io.ComfyNode):
             model = authors_freeu(model, node=ALL_IN_ONE)  # a clone: the connected model stays as it is
         latents = {name: {"samples": vae.encode(image[:, :, :, :3])} for name, image in
                    (("target", target), ("reference", reference))}
+        target_features = None
+        if best_reference and reference.shape[0] > 1:
+            reference, reference_mask, target_features = _best_reference(
+                model, latents, positive, seed, reference, target_mask, reference_mask, target_instances,
+                reference_instances)
+            latents["reference"] = {"samples": vae.encode(reference[:, :, :, :3])}
         trajectories, starts, sigmas = {}, {}, None
         for name, latent in latents.items():
             trajectory, start, sigmas = invert_latent(
@@ -417,9 +457,8 @@ class AppearanceTransfer(io.ComfyNode):
         automatic = target_instances is not None and not (pairs or "").strip()
         features = None
         if matching == FIXED_DIFT or automatic or proxy_parts > 0:
-            features = {name: extract_features(
-                model=model, latent=latent, positive=positive, timestep=261, decoder_level=AUTO_LEVEL,
-                ensemble_size=8, seed=seed, node=ALL_IN_ONE)[0] for name, latent in latents.items()}
+            features = {name: target_features if name == "target" and target_features is not None else
+                        _dift(model, latent, positive, seed) for name, latent in latents.items()}
         if target_instances is not None:
             numbered = {name: number_instances(image, masks, node=ALL_IN_ONE)[0] for name, image, masks in
                         (("target", target, target_instances), ("reference", reference, reference_instances))}

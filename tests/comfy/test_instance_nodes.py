@@ -244,3 +244,38 @@ def test_the_demo_scene_draws_several_creatures_with_their_instances_and_true_pa
     assert torch.equal(target_instances.amax(0, keepdim=True), target_mask)
     single = demo.DemoScene.execute(seed=3, category="flipped", species="bird", size=64).args
     assert single[-1] == "1>1" and single[-3].shape == (1, 64, 64)
+
+
+def test_the_all_in_one_node_picks_the_most_similar_of_several_references(comfy, sd15, tiny, monkeypatch):
+    from eye_for_an_eye.nodes import transfer
+
+    generator = torch.Generator().manual_seed(3)
+    target = torch.rand(1, 64, 64, 3, generator=generator)
+    candidates = torch.cat([torch.rand(1, 64, 64, 3, generator=generator), target.clone(),
+                            torch.rand(1, 64, 64, 3, generator=generator)])
+    picked = {}
+    real = transfer._best_reference
+
+    def recording(*args):
+        picked["reference"], picked["mask"], _ = result = real(*args)
+        return result
+
+    monkeypatch.setattr(transfer, "_best_reference", recording)
+    masks = torch.zeros(3, 64, 64)
+    masks[1, 8:56, 8:56] = 1.0
+    masks[0, 4:20, 4:20], masks[2, 40:60, 40:60] = 1.0, 1.0
+    image, seen = _all_in_one(sd15, tiny, monkeypatch, target=target, reference=candidates, target_instances=None,
+                              reference_instances=None, target_mask=torch.ones(1, 64, 64), reference_mask=masks,
+                              best_reference=True)
+    assert image.shape[0] == 1 and torch.isfinite(image).all()
+    assert torch.equal(picked["reference"], candidates[1:2])  # the target's own picture among noise
+    assert torch.equal(picked["mask"], masks[1:2])  # its mask goes with it
+    assert seen["reference"].latent_shape[0] == 1
+
+
+def test_the_all_in_one_node_refuses_candidates_with_reference_instances(comfy, sd15, tiny, monkeypatch):
+    masks = torch.zeros(2, 64, 64)
+    masks[0, 8:56, 4:30], masks[1, 8:56, 34:60] = 1.0, 1.0
+    with pytest.raises(ValueError, match="^Eye-for-an-eye Appearance Transfer: best_reference picks one of 2 "
+                                         "candidate references.*Rank Exemplars"):
+        _all_in_one(sd15, tiny, monkeypatch, reference=torch.rand(2, 64, 64, 3), best_reference=True)

@@ -24,9 +24,10 @@ AUTHORS_FREEU = [1.2, 1.4, 0.9, 0.2]
 SAM_LOADER = ["sam_hq_vit_l.pth", "auto (from file name)", "auto"]
 SAM_BOX = ["0.125,0.125,0.875,0.875", "", "", True, False]  # relative: fits any image size
 CHECKPOINT = ["v1-5-pruned-emaonly.safetensors"]
-# steps, skip, inversion cfg, cfg, matching, seed, control, freeu, pairs (empty: automatic), proxy parts (0: off)
+# steps, skip, inversion cfg, cfg, matching, seed, control, freeu, pairs (empty: automatic), proxy parts (0: off),
+# best reference (off)
 ALL_IN_ONE_OFFICIAL = [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed", "authors' FreeU (official)", "",
-                       0]
+                       0, False]
 # left and right half: two objects, each mask kept inside its own box
 TWO_BOXES = ["0.02,0.05,0.49,0.95; 0.51,0.05,0.98,0.95", "", "", True, True]
 
