@@ -6,11 +6,13 @@ SD1.5-layout UNet, latents, conditioning, masks and noise draws, with the pack's
 improvements switched to the authors' behaviour. Skips, saying so in the summary, when the
 authors' checkout or its environment is not on this machine (tests/parity/setup-authors).
 
-Measured: the inversion noise maps agree within 1e-4 and the generation agrees within 4e-6
-through its first 19 steps (structure injection and rearrangement with masks included);
-then one cosine argmax near-tie resolves differently (both sides compute in float32, summing
-in another order), that token takes another reference feature and the difference grows to
-5e-2 per step and 1.1 % of the final latent. The full 1e-4 criterion is an expected failure.
+Every per-step match of the pack is compared with the authors' match for the same layer and
+step. Both sides compute in float32 and sum in different orders, so a token whose two best
+reference tokens are closer than float32 can tell apart (a cosine gap under 1e-5) may take
+either: a near-tie. With near-ties taking the authors' choice, and no other match differing,
+the latents agree within 1e-4 at every step. (Left to float32, one near-tie resolves the other
+way after 19 steps and the runs part by 1 % of the final latent: ``run_parity.py --parity
+--float32-ties`` shows it.)
 """
 
 import importlib.util
@@ -19,7 +21,6 @@ from pathlib import Path
 import pytest
 
 PARITY = Path(__file__).resolve().parents[1] / "parity" / "run_parity.py"
-STRUCTURE_AND_REARRANGEMENT = 13  # iterations 0-12 include structure injection (11) and rearrangement (12)
 
 
 def _run_parity():
@@ -43,22 +44,28 @@ def parity(comfy, tmp_path_factory):
                                    "--out", str(tmp_path_factory.mktemp("parity") / "parity.json")])
     finally:
         torch.set_num_threads(threads)
-    return run_parity, summary["runs"]["parity"]
+    return run_parity, summary["runs"]
 
 
 @pytest.mark.comfy
-def test_the_official_preset_follows_the_authors_code_until_a_matching_near_tie(parity):
-    run_parity, run = parity
-    assert len(run["max_abs_per_step"]) == run_parity.STEPS - run_parity.SKIP
-    for role, gap in run["inversion_noise_max_abs"].items():
+def test_the_inversions_agree(parity):
+    run_parity, runs = parity
+    for role, gap in runs["parity"]["inversion_noise_max_abs"].items():
         assert gap < run_parity.TOLERANCE, f"the {role} image's inversion noise maps differ by {gap:.3g}"
-    first_gap = next((i for i, v in enumerate(run["max_abs_per_step"]) if v >= run_parity.TOLERANCE), None)
-    assert first_gap is None or first_gap >= STRUCTURE_AND_REARRANGEMENT, run["max_abs_per_step"][:20]
-    assert run["final_relative_rms"] < 0.02, run["final_relative_rms"]
 
 
 @pytest.mark.comfy
-@pytest.mark.xfail(strict=True, reason="a cosine argmax near-tie resolves differently after 19 steps (module docstring)")
-def test_every_step_within_the_tolerance(parity):
-    run_parity, run = parity
-    assert run["max_abs"] < run_parity.TOLERANCE
+def test_every_match_is_the_authors_or_a_near_tie(parity):
+    run_parity, runs = parity
+    matches = runs["parity"]["matches"]
+    assert matches["calls"] > 0 and matches["unpaired_calls"] == 0 and matches["left_unused"] == 0, matches
+    assert matches["disagreements"] == 0, matches
+    assert matches["near_ties"] <= matches["tokens_compared"] * 1e-4, matches
+
+
+@pytest.mark.comfy
+def test_every_step_within_the_tolerance_with_near_ties_taken_the_authors_way(parity):
+    run_parity, runs = parity
+    run = runs["parity"]
+    assert len(run["max_abs_per_step"]) == run_parity.STEPS - run_parity.SKIP
+    assert run["max_abs"] < run_parity.TOLERANCE, run["max_abs_per_step"]

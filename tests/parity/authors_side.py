@@ -18,8 +18,10 @@ from their checkout, unmodified. What is patched here, at run time only:
 ``inputs.pt`` (written by run_parity.py): the UNet's diffusers config and weights, the raw
 (VAE-space) latents of the reference ("app") and the target ("struct"), cond / uncond
 embeddings, the two 512x512 masks, the per-step noise draws of each inversion, the settings.
-``outputs.pt``: every inversion noise map and noisy latent, and the three generation rows
-after each of the 68 steps (after masked AdaIN), in diffusers' latent scale.
+``outputs.pt``: every inversion noise map and noisy latent, the three generation rows after
+each of the 68 steps (after masked AdaIN), in diffusers' latent scale, and every token match
+their per-step matching made (layer, grid, and for each output token the reference token it
+took, -1 where it kept its own feature), in the order their layers ran.
 """
 
 from __future__ import annotations
@@ -87,6 +89,23 @@ def _pipeline(authors, data):
     return pipe.to("cpu")
 
 
+def _record_matches(pipe, matches: list):
+    """Wrap each attention processor's matching so that every match it makes is kept, unchanged."""
+    for processor in {id(p): p for p in pipe.unet.attn_processors.values()}.values():
+        original = processor.matching_feature
+
+        def recording(x, *args, _original=original, _place=processor.place_in_unet, **kwargs):
+            result = _original(x, *args, **kwargs)
+            side = int(round(x.shape[1] ** 0.5))
+            index = torch.full((side * side,), -1, dtype=torch.long)
+            for (column, row), (ref_column, ref_row) in zip(result[1], result[2]):
+                index[row * side + column] = ref_row * side + ref_column
+            matches.append({"place": _place, "grid": side, "index": index})
+            return result
+
+        processor.matching_feature = recording
+
+
 def _invert(authors, pipe, latent, draws, data):
     """Their ``invert`` with the given clean latent, prompts and noise draws."""
     prompt = data["prompt"]
@@ -116,37 +135,43 @@ def main(checkout: str, inputs: str, outputs: str):
                                    num_timesteps=data["steps"], skip_steps=data["skip"],
                                    guidance_scale=data["cfg"], use_masked_adain=True, mask_use=True)
     model = authors.model.AppearanceTransferModel(cfg, pipe=pipe)
+    matches = []
+    _record_matches(pipe, matches)
 
     model.enable_edit = False
     zs_app, xts_app = _invert(authors, pipe, data["latent_app"], data["noise_app"], data)
     zs_struct, xts_struct = _invert(authors, pipe, data["latent_struct"], data["noise_struct"], data)
     model.enable_edit = True
+    matches.clear()  # only the generation's matches are compared
     model.set_latents(xts_app, xts_struct)
     model.set_noise(zs_app, zs_struct)
 
     # run_appearance_transfer, minus SAM (the masks are given) and the decoding
     init_latents, init_zs = authors.latents.get_init_latents_and_noises(model=model, cfg=cfg)
     pipe.scheduler.set_timesteps(cfg.num_timesteps)
-    start_step = min(cfg.cross_attn_32_range.start, cfg.cross_attn_64_range.start)
-    end_step = max(cfg.cross_attn_32_range.end, cfg.cross_attn_64_range.end)
-    mask_lst = [data["mask_app"][None].numpy(), data["mask_struct"][None].numpy()]
-    model.sam_app_mask, model.sam_struct_mask = mask_lst
+    ranges = (cfg.cross_attn_32_range, cfg.cross_attn_64_range)  # their pipeline accepts but never reads it
+    window = authors.config.Range(min(r.start for r in ranges), max(r.end for r in ranges))
+    masks = [data[f"mask_{role}"][None].numpy() for role in ("app", "struct")]  # SAM's (1, H, W) per image
+    model.sam_app_mask, model.sam_struct_mask = masks
     adain = model.get_adain_callback()
     rows = []
 
-    def callback(step, timestep, latents):
-        adain(step, timestep, latents)
+    def record(step, timestep, latents):
+        adain(step, timestep, latents)  # their AdaIN first, as their callback runs it
         rows.append(latents.detach().clone())
 
-    batch = init_latents.shape[0]
-    final = pipe(prompt=None, prompt_embeds=data["cond"].expand(batch, -1, -1).clone(),
-                 negative_prompt_embeds=data["uncond"].expand(batch, -1, -1).clone(), latents=init_latents,
-                 guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_timesteps,
-                 swap_guidance_scale=cfg.swap_guidance_scale, callback=callback, eta=1, zs=init_zs,
-                 generator=None, cross_image_attention_range=authors.config.Range(start=start_step, end=end_step),
-                 mask_lst=mask_lst, do_v_swap=cfg.do_v_swap, output_type="latent").images
+    rows_in_batch = init_latents.shape[0]
+    settings = dict(
+        prompt=None, output_type="latent", generator=None, eta=1, callback=record,
+        prompt_embeds=data["cond"].expand(rows_in_batch, -1, -1).clone(),
+        negative_prompt_embeds=data["uncond"].expand(rows_in_batch, -1, -1).clone(),
+        latents=init_latents, zs=init_zs, mask_lst=masks, cross_image_attention_range=window,
+        guidance_scale=cfg.guidance_scale, swap_guidance_scale=cfg.swap_guidance_scale,
+        num_inference_steps=cfg.num_timesteps, do_v_swap=cfg.do_v_swap,
+    )
+    final = pipe(**settings).images
     torch.save({"zs_app": zs_app, "xts_app": xts_app, "zs_struct": zs_struct, "xts_struct": xts_struct,
-                "steps": torch.stack(rows), "final": final,
+                "steps": torch.stack(rows), "final": final, "matches": matches,
                 "timesteps": pipe.scheduler.timesteps.clone(),
                 "alphas_cumprod": pipe.scheduler.alphas_cumprod.clone(),
                 "final_alpha_cumprod": torch.as_tensor(pipe.scheduler.final_alpha_cumprod)}, outputs)
