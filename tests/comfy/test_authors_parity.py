@@ -15,26 +15,15 @@ way after 19 steps and the runs part by 1 % of the final latent: ``run_parity.py
 --float32-ties`` shows it.)
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-PARITY = Path(__file__).resolve().parents[1] / "parity" / "run_parity.py"
-
-
-def _run_parity():
-    spec = importlib.util.spec_from_file_location("eye_run_parity", PARITY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from eye_test_support.pack import load_parity_harness
 
 
 @pytest.fixture(scope="module")
 def parity(comfy, tmp_path_factory):
     import torch
 
-    run_parity = _run_parity()
+    run_parity = load_parity_harness()
     reason = run_parity.missing()
     if reason:
         pytest.skip(f"parity with the authors' code SKIPPED: {reason}")

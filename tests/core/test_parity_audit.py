@@ -1,25 +1,14 @@
 """The parity run's match audit (tests/parity/run_parity.py): it tells a float32 near-tie from a real
 disagreement with the authors' matches, and gives only near-ties the authors' choice."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
+from eye_test_support.pack import load_parity_harness
 
 from eye_for_an_eye.eye_core.correspondence import match
 
-PARITY = Path(__file__).resolve().parents[1] / "parity" / "run_parity.py"
-
-
-def _run_parity():
-    spec = importlib.util.spec_from_file_location("eye_run_parity_audit", PARITY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_near_ties_take_the_authors_choice_and_real_disagreements_are_reported():
-    run_parity = _run_parity()
+    run_parity = load_parity_harness()
     generator = torch.Generator().manual_seed(0)
     reference = torch.randn(1, 16, 8, generator=generator)
     reference[0, 5] = reference[0, 4] * (1 + 1e-7)  # tokens 4 and 5: the same direction, a float32 near-tie

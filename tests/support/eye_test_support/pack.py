@@ -24,3 +24,12 @@ def load_pack(root: Path = REPO_ROOT):
     sys.modules[NAME] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_parity_harness():
+    """tests/parity/run_parity.py as a module (a script folder, not a package), for the tests that drive it."""
+    path = REPO_ROOT / "tests" / "parity" / "run_parity.py"
+    spec = importlib.util.spec_from_file_location("eye_run_parity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
