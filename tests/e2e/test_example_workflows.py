@@ -152,7 +152,7 @@ def test_the_simple_example_runs_the_official_preset():
     workflow = workflow_api.load_workflow(EXAMPLES / "appearance_transfer_simple.json")
     (node,) = [n for n in workflow["nodes"] if n["type"] == "EyeForAnEye_AppearanceTransfer"]
     assert node["widgets_values"] == [100, 32, 3.5, 2.5, "per-step matching (official)", 0, "fixed",
-                                      "authors' FreeU (official)", "", 0]
+                                      "authors' FreeU (official)", "", 0, False]
     links = _links_into(workflow, node)
     assert {"target_mask", "reference_mask"} <= set(links)
     assert {n["type"] for n in workflow["nodes"]}.isdisjoint({"FreeU", "FreeU_V2", "EyeForAnEye_AuthorsFreeU"})
