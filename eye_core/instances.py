@@ -175,6 +175,8 @@ def assignment(cost: torch.Tensor) -> list[int]:
     n, m = cost.shape
     if n > m:
         raise ValueError(f"assignment needs rows <= columns, got {n} x {m}")
+    if not bool(torch.isfinite(cost).all()):  # a NaN never wins a comparison: the search would never end
+        raise ValueError("assignment needs finite costs; the similarities hold NaN or infinity (features with NaN?)")
     a = cost.double().tolist()
     inf = float("inf")
     u, v = [0.0] * (n + 1), [0.0] * (m + 1)

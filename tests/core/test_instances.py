@@ -132,6 +132,14 @@ def test_assignment_is_optimal_against_every_permutation():
         assert len(set(columns)) == 4
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_assignment_refuses_costs_that_are_not_finite_instead_of_searching_forever(bad):
+    cost = torch.rand(2, 2)
+    cost[1, 0] = bad
+    with pytest.raises(ValueError, match="finite"):
+        instances.assignment(cost)
+
+
 def test_instance_descriptors_average_each_instance_and_pairing_follows_the_creature_not_the_position():
     # two "creatures" with distinct features, swapped left/right between the images
     a, b = torch.randn(16), torch.randn(16)
