@@ -1,17 +1,22 @@
-"""The authors' side of the parity run: their released pipeline on the inputs the pack gets.
+"""The authors' side of the parity run: their own entry point, ``run.run(cfg)``, on the inputs the pack gets.
 
 Runs under the authors' own environment (diffusers 0.19.3; made by tests/parity/setup-authors),
 never under the pack's, and imports nothing of the pack: plain torch plus the authors' files
-from their checkout, unmodified. What is patched here, at run time only:
+from their checkout, unmodified. Their ``run`` inverts both images, sets the latents and runs
+the transfer exactly as their README's command does; what is stood in for, at run time only:
 
-- their CUDA-only lines (``.cuda()`` in the Fourier filter, ``"cuda"`` devices): tensors stay
+- their CUDA-only lines (``.cuda()``, ``.to("cuda")``, ``torch.Generator("cuda")``): tensors stay
   on the CPU;
-- their Segmentor, which downloads NLTK data at import and whose output the mask path
-  (``mask_use``) never reads: replaced by a stand-in that records nothing;
-- the text encoder and the VAE: the prompt embeddings and the clean latents are given, so
-  ``encode_text`` and ``vae.encode`` return them (the pack gets the same tensors);
+- their Segmentor (downloads NLTK data at import; the mask path never reads it) and SAM-HQ
+  (a submodule their repository does not carry): SAM's predictor returns the given masks,
+  app first, as their loop asks; their mask figures are not drawn;
+- image files, the text encoder and the VAE: their loaders get blank images, and the VAE and
+  ``encode_text`` return the given clean latents and prompt embeddings (the pack gets the same);
 - ``torch.randn_like`` while their inversion draws its noisy latents: it returns the same
-  standard-normal draws the pack's inversion makes, in the order their loop asks for them.
+  standard-normal draws the pack's inversion makes, in the order their loop asks for them;
+- the pipeline call keeps every argument their ``run_appearance_transfer`` passes, except that
+  the prompt goes in as the given embeddings and the output stays a latent, and it records the
+  rows after each step's callback (their masked AdaIN).
 
     python authors_side.py <authors checkout> <inputs.pt> <outputs.pt>
 
@@ -26,12 +31,14 @@ took, -1 where it kept its own feature), in the order their layers ran.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
+import numpy as np
 import torch
 
 
@@ -52,30 +59,72 @@ class _NoSegmentor:
         pass
 
 
-def _import_authors(checkout: Path):
+class _GivenMasks:
+    """Stands in for SAM-HQ's model and predictor: ``predict`` returns the given masks in turn."""
+
+    def __init__(self, masks):
+        self._masks = iter(masks)
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def set_image(self, image):
+        pass
+
+    def predict(self, **kwargs):
+        mask = next(self._masks)
+        return mask, np.ones(len(mask)), mask.astype(np.float32)
+
+
+def _is_cuda(device) -> bool:
+    return (isinstance(device, str) and device.startswith("cuda")) or (
+        isinstance(device, torch.device) and device.type == "cuda")
+
+
+@contextlib.contextmanager
+def _cpu_only():
+    """Their ``.cuda()``, ``.to("cuda")`` and ``torch.Generator("cuda")`` keep to the CPU."""
+    to, generator = torch.Tensor.to, torch.Generator
+
+    def to_cpu(self, *args, **kwargs):
+        args = tuple("cpu" if _is_cuda(a) else a for a in args)
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return to(self, *args, **kwargs)
+
+    with mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self), \
+            mock.patch.object(torch.Tensor, "to", to_cpu), \
+            mock.patch.object(torch, "Generator", lambda device="cpu": generator("cpu")):
+        yield
+
+
+def _import_authors(checkout: Path, masks):
+    """Their ``run`` module, with the Segmentor and SAM-HQ stood in for before it imports them."""
     sys.path.insert(0, str(checkout))
-    fake = types.ModuleType("utils.segmentation")
-    fake.Segmentor = _NoSegmentor
+    segmentation = types.ModuleType("utils.segmentation")
+    segmentation.Segmentor = _NoSegmentor
     import utils  # their package (utils/__init__.py)
 
-    sys.modules["utils.segmentation"] = fake
-    utils.segmentation = fake
-    import appearance_transfer_model_final as transfer_model
-    import config as config_module
-    import utils.ddpm_inversion as ddpm_inversion
-    import utils.latent_utils as latent_utils
+    sys.modules["utils.segmentation"] = segmentation
+    utils.segmentation = segmentation
+    predictor = _GivenMasks(masks)
+    sam = types.ModuleType("sam_hq.segment_anything")
+    sam.sam_model_registry = {"vit_l": lambda checkpoint=None: predictor}
+    sam.SamPredictor = lambda model: predictor
+    sys.modules.setdefault("sam_hq", types.ModuleType("sam_hq"))
+    sys.modules["sam_hq.segment_anything"] = sam
+    import run
+
+    return run
+
+
+def _pipeline(data):
+    from diffusers import AutoencoderKL, DDIMScheduler
+
     from models.stable_diffusion_final import CrossImageAttentionStableDiffusionPipeline
     from models.unet_2d_condition import FreeUUNet2DConditionModel
 
-    return SimpleNamespace(model=transfer_model, config=config_module, inversion=ddpm_inversion,
-                           latents=latent_utils, Pipeline=CrossImageAttentionStableDiffusionPipeline,
-                           UNet=FreeUUNet2DConditionModel)
-
-
-def _pipeline(authors, data):
-    from diffusers import AutoencoderKL, DDIMScheduler
-
-    unet = authors.UNet(**data["unet_config"])
+    unet = FreeUUNet2DConditionModel(**data["unet_config"])
     unet.load_state_dict(data["unet_state"], strict=True)
     unet.eval()
     # a VAE is only asked for its downscale factor: encode is replaced below, decoding is skipped
@@ -84,8 +133,9 @@ def _pipeline(authors, data):
     # SD1.5's scheduler config, as their get_stable_diffusion_model loads it
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000)
-    pipe = authors.Pipeline(vae=vae, text_encoder=_TextEncoderStandIn(), tokenizer=None, unet=unet, scheduler=scheduler,
-                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = CrossImageAttentionStableDiffusionPipeline(
+        vae=vae, text_encoder=_TextEncoderStandIn(), tokenizer=None, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return pipe.to("cpu")
 
 
@@ -106,75 +156,95 @@ def _record_matches(pipe, matches: list):
         processor.matching_feature = recording
 
 
-def _invert(authors, pipe, latent, draws, data):
-    """Their ``invert`` with the given clean latent, prompts and noise draws."""
-    prompt = data["prompt"]
-    texts = {prompt: data["cond"], "": data["uncond"]}
-    order = iter(range(len(draws) - 1, -1, -1))  # their loop draws from the cleanest step (idx 99) up
+class _Recorder:
+    """The pipeline as their model sees it: every attribute is the pipeline's; a call (the
+    transfer) takes the prompt as the given embeddings, returns latents, and keeps each step."""
 
-    def randn_like(x, *args, **kwargs):
-        return draws[next(order)].to(x.device, x.dtype).reshape(x.shape)
+    def __init__(self, pipe, data, out: dict, matches: list):
+        self._pipe, self._data, self._out, self._matches = pipe, data, out, matches
 
-    pipe.vae.encode = lambda x: SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: latent))
-    with mock.patch.object(authors.inversion, "encode_text", lambda model, text: texts[text]), \
-            mock.patch("torch.randn_like", randn_like):
-        zs, xts = authors.inversion.invert(x0=torch.zeros(1, 3, 8, 8), pipe=pipe, prompt_src=prompt,
-                                           num_diffusion_steps=data["steps"], cfg_scale_src=data["inversion_cfg"])
-    return zs, xts
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def __call__(self, prompt, callback, **settings):
+        from PIL import Image
+
+        rows = []
+
+        def record(step, timestep, latents):
+            callback(step, timestep, latents)  # their AdaIN first, as their pipeline runs it
+            rows.append(latents.detach().clone())
+
+        self._matches.clear()  # only the generation's matches are compared
+        n = len(prompt)
+        final = self._pipe(prompt=None, prompt_embeds=self._data["cond"].expand(n, -1, -1).clone(),
+                           negative_prompt_embeds=self._data["uncond"].expand(n, -1, -1).clone(),
+                           callback=record, output_type="latent", **settings).images
+        self._out.update(steps=torch.stack(rows), final=final)
+        return SimpleNamespace(images=[Image.new("RGB", (8, 8))] * n)  # their run saves these
+
+
+def _inverting(original, pipe, data, out: dict):
+    """Their ``invert``, given per image (app first, as their invert_images calls it) its clean
+    latent and its noise draws; the noise maps and noisy latents are kept."""
+    sides = iter(("app", "struct"))
+
+    def inverting(**kwargs):
+        role = next(sides)
+        latent, draws = data[f"latent_{role}"], data[f"noise_{role}"]
+        order = iter(range(len(draws) - 1, -1, -1))  # their loop draws from the cleanest step (idx 99) up
+
+        def randn_like(x, *args, **kw):
+            return draws[next(order)].to(x.device, x.dtype).reshape(x.shape)
+
+        pipe.vae.encode = lambda x: SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: latent))
+        with mock.patch("torch.randn_like", randn_like):
+            zs, xts = original(**kwargs)
+        out[f"zs_{role}"], out[f"xts_{role}"] = zs, xts
+        return zs, xts
+
+    return inverting
 
 
 def main(checkout: str, inputs: str, outputs: str):
-    torch.set_num_threads(int(torch.get_num_threads()))
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # their Fourier filter's mask
     data = torch.load(inputs, weights_only=False)
-    authors = _import_authors(Path(checkout))
-    pipe = _pipeline(authors, data)
-    out_dir = Path(outputs).parent / "authors-run"
-    cfg = authors.config.RunConfig(app_image_path=Path("app.png"), struct_image_path=Path("struct.png"),
-                                   domain_name="bird", prompt=data["prompt"], output_path=out_dir,
-                                   num_timesteps=data["steps"], skip_steps=data["skip"],
-                                   guidance_scale=data["cfg"], use_masked_adain=True, mask_use=True)
-    model = authors.model.AppearanceTransferModel(cfg, pipe=pipe)
-    matches = []
-    _record_matches(pipe, matches)
-
-    model.enable_edit = False
-    zs_app, xts_app = _invert(authors, pipe, data["latent_app"], data["noise_app"], data)
-    zs_struct, xts_struct = _invert(authors, pipe, data["latent_struct"], data["noise_struct"], data)
-    model.enable_edit = True
-    matches.clear()  # only the generation's matches are compared
-    model.set_latents(xts_app, xts_struct)
-    model.set_noise(zs_app, zs_struct)
-
-    # run_appearance_transfer, minus SAM (the masks are given) and the decoding
-    init_latents, init_zs = authors.latents.get_init_latents_and_noises(model=model, cfg=cfg)
-    pipe.scheduler.set_timesteps(cfg.num_timesteps)
-    ranges = (cfg.cross_attn_32_range, cfg.cross_attn_64_range)  # their pipeline accepts but never reads it
-    window = authors.config.Range(min(r.start for r in ranges), max(r.end for r in ranges))
+    if data["inversion_cfg"] != 3.5:
+        sys.exit(f"their invert_images hard-codes an inversion guidance of 3.5, not {data['inversion_cfg']}")
     masks = [data[f"mask_{role}"][None].numpy() for role in ("app", "struct")]  # SAM's (1, H, W) per image
-    model.sam_app_mask, model.sam_struct_mask = masks
-    adain = model.get_adain_callback()
-    rows = []
+    run = _import_authors(Path(checkout), masks)
+    import config
+    import utils.ddpm_inversion as inversion
+    import utils.latent_utils as latent_utils
 
-    def record(step, timestep, latents):
-        adain(step, timestep, latents)  # their AdaIN first, as their callback runs it
-        rows.append(latents.detach().clone())
+    pipe = _pipeline(data)
+    matches = []
+    out = {"matches": matches}
+    recorder = _Recorder(pipe, data, out, matches)
 
-    rows_in_batch = init_latents.shape[0]
-    settings = dict(
-        prompt=None, output_type="latent", generator=None, eta=1, callback=record,
-        prompt_embeds=data["cond"].expand(rows_in_batch, -1, -1).clone(),
-        negative_prompt_embeds=data["uncond"].expand(rows_in_batch, -1, -1).clone(),
-        latents=init_latents, zs=init_zs, mask_lst=masks, cross_image_attention_range=window,
-        guidance_scale=cfg.guidance_scale, swap_guidance_scale=cfg.swap_guidance_scale,
-        num_inference_steps=cfg.num_timesteps, do_v_swap=cfg.do_v_swap,
-    )
-    final = pipe(**settings).images
-    torch.save({"zs_app": zs_app, "xts_app": xts_app, "zs_struct": zs_struct, "xts_struct": xts_struct,
-                "steps": torch.stack(rows), "final": final, "matches": matches,
-                "timesteps": pipe.scheduler.timesteps.clone(),
-                "alphas_cumprod": pipe.scheduler.alphas_cumprod.clone(),
-                "final_alpha_cumprod": torch.as_tensor(pipe.scheduler.final_alpha_cumprod)}, outputs)
+    model_class = run.AppearanceTransferModel
+
+    def model_on_given_pipe(cfg):
+        model = model_class(cfg, pipe=recorder)
+        _record_matches(pipe, matches)
+        return model
+
+    texts = {data["prompt"]: data["cond"], "": data["uncond"]}
+    blank = np.zeros((512, 512, 3), np.uint8)
+    workdir = Path(outputs).parent / "authors-run"
+    cfg = config.RunConfig(app_image_path=Path("app.png"), struct_image_path=Path("struct.png"), domain_name="bird",
+                           prompt=data["prompt"], output_path=workdir, num_timesteps=data["steps"],
+                           skip_steps=data["skip"], guidance_scale=data["cfg"], use_masked_adain=True,
+                           mask_use=True, load_latents=False)
+    with _cpu_only(), \
+            mock.patch.object(run, "AppearanceTransferModel", model_on_given_pipe), \
+            mock.patch.object(latent_utils, "invert", _inverting(latent_utils.invert, pipe, data, out)), \
+            mock.patch.object(inversion, "encode_text", lambda model, text: texts[text]), \
+            mock.patch.object(latent_utils.image_utils, "load_images", lambda cfg, save_path=None: (blank, blank)), \
+            mock.patch.object(run.cv2, "imread", lambda path, *args: blank), \
+            mock.patch.object(run, "show_res", lambda *args, **kwargs: None):
+        run.run(cfg)
+    torch.save(dict(out, timesteps=pipe.scheduler.timesteps.clone(), alphas_cumprod=pipe.scheduler.alphas_cumprod.clone(),
+                    final_alpha_cumprod=torch.as_tensor(pipe.scheduler.final_alpha_cumprod)), outputs)
 
 
 if __name__ == "__main__":
