@@ -328,11 +328,9 @@ def rank_exemplars_node(target_features, candidate_features, candidates, target_
         raise ValueError(f"{node}: {candidates.shape[0]} candidate images but features of {count_candidates}; "
                          "extract the features of the same batch of candidates.")
     if target_instances is not None:
-        grid = tuple(target_features.features.shape[-2:])
         labels = _instance_tokens(target_instances, target_features, "target", node)
         target = instance_descriptors(target_features.features[0].cpu(), labels, target_instances.count)
         names = [f"instance {i + 1}" for i in range(target_instances.count)]
-        del grid
     else:
         target = _object_descriptors(target_features, target_mask, node, "target_mask")
         names = ["the target"]
