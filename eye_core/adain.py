@@ -76,7 +76,7 @@ def masked_adain(x: torch.Tensor, reference: torch.Tensor, target_mask=None, ref
 
 def labelled_adain(x: torch.Tensor, reference: torch.Tensor, target_labels: torch.Tensor,
                    reference_labels: torch.Tensor, count: int, target_mask=None, reference_mask=None,
-                   strength: float = 1.0) -> torch.Tensor:
+                   strength: float = 1.0, min_pixels: float = 0.0) -> torch.Tensor:
     """Masked AdaIN region by region: the target's label-``l`` pixels take the statistics of the
     reference's label-``l`` pixels, for every label ``l`` below ``count``.
 
@@ -85,7 +85,9 @@ def labelled_adain(x: torch.Tensor, reference: torch.Tensor, target_labels: torc
     h, w) / ``reference_labels`` (1 or B, h_r, w_r): long label maps at the latents' sizes
     (-1: no label); a label absent from either image changes nothing, so unpaired objects
     stay as they are. Inside a label the masks (if any) still weight the statistics and the
-    blend, as in :func:`masked_adain`. ``x`` is not modified.
+    blend, as in :func:`masked_adain`. A label covering fewer than ``min_pixels`` latent pixels
+    (mask-weighted) in either image is left out too: statistics of a pixel or two are noise.
+    ``x`` is not modified.
     """
     if tuple(target_labels.shape[-2:]) != tuple(x.shape[-2:]) or \
             tuple(reference_labels.shape[-2:]) != tuple(reference.shape[-2:]):
@@ -105,7 +107,8 @@ def labelled_adain(x: torch.Tensor, reference: torch.Tensor, target_labels: torc
             t_region = t_region * t_mask
         if r_mask is not None:
             r_region = r_region * r_mask
-        if not bool(t_region.flatten(1).sum(1).gt(0).all()) or not bool(r_region.flatten(1).sum(1).gt(0).all()):
-            continue  # this label is missing from an image: nothing to transfer
+        smallest = min(float(t_region.flatten(1).sum(1).min()), float(r_region.flatten(1).sum(1).min()))
+        if smallest <= 0 or smallest < min_pixels:
+            continue  # this label is missing from an image (nothing to transfer), or too small
         out = masked_adain(out, reference, t_region.expand(batch, -1, -1, -1), r_region, strength)
     return out

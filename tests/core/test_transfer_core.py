@@ -305,6 +305,23 @@ def test_labelled_adain_gives_each_region_its_counterparts_statistics():
     assert (union[0][:, target_labels[0] == 0].mean(1) - out[0][:, target_labels[0] == 0].mean(1)).abs().max() > 1.0
 
 
+def test_labelled_adain_leaves_out_labels_smaller_than_min_pixels_in_either_image():
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 4, 8, 8, generator=generator)
+    reference = torch.randn(1, 4, 8, 8, generator=generator) * 3.0 + 2.0
+    target_labels = torch.full((1, 8, 8), -1)
+    target_labels[:, :4] = 0  # 32 pixels
+    target_labels[:, 6, :4] = 1  # 4 pixels
+    reference_labels = torch.full((1, 8, 8), -1)
+    reference_labels[:, 4:] = 0  # 32 pixels
+    reference_labels[:, 0, :3] = 1  # 3 pixels
+    small, large = target_labels[0] == 1, target_labels[0] == 0
+    for min_pixels, small_changes in ((0, True), (3, True), (4, False), (5, False)):  # 4: the reference's 3 < 4
+        out = labelled_adain(x, reference, target_labels, reference_labels, 2, min_pixels=min_pixels)
+        assert torch.equal(out[0][:, small], x[0][:, small]) is not small_changes, min_pixels
+        assert not torch.allclose(out[0][:, large], x[0][:, large])
+
+
 def test_labelled_adain_refuses_label_maps_at_another_size():
     x = torch.zeros(1, 4, 8, 8)
     with pytest.raises(ValueError, match="latents' sizes"):
