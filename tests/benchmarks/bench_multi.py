@@ -10,6 +10,12 @@ with the demo model, all at the official preset (per-step matching, masks = unio
   user-pairing     the true pairing typed as text (Pair Instances)
   auto-pairing     the pairing Pair Instances finds from DIFT features
   auto+parts       auto-pairing and K proxy parts (Proxy Parts), both constraints at once
+  user+parts       user-pairing and K proxy parts: what the parts add when the pairing is right
+  user+labels      user-pairing and a Label Constraint from part masks given for both images (here
+                   the renderer's part labels: what a user's part segmentation would give)
+  user+labels, AdaIN by object
+                   the same matching, with AdaIN object by object as in user-pairing: how much of
+                   the labels' gain is the matching's
   user-pairing, union AdaIN
                    user-pairing with masked AdaIN over the union of the instances (every creature
                    takes the mixed statistics of both reference creatures), as before AdaIN
@@ -24,6 +30,7 @@ pairing equals the true one.
 
     python tests/benchmarks/bench_multi.py [--seeds 2000-2019] [--steps 100 --skip 32] [--parts 4]
         [--species bird,fish] [--threads 2] [--name multi]
+        [--methods "no-constraint;user-pairing"] [--adain-min-pixels 0]
 
 Writes tests/benchmarks/results/<name>.json, <name>-bars.png and <name>-examples.png, and prints
 one line per method, per-instance part accuracy in % first.
@@ -44,7 +51,8 @@ RESULTS = REPO / "tests" / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "tests" / "support"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METHODS = ("no-constraint", "user-pairing", "auto-pairing", "auto+parts", "user-pairing, union AdaIN")
+METHODS = ("no-constraint", "user-pairing", "auto-pairing", "auto+parts", "user+parts", "user+labels",
+           "user+labels, AdaIN by object", "user-pairing, union AdaIN")
 
 
 def instance_part_accuracy(result, target_render, reference_render, pairing) -> list[float]:
@@ -59,7 +67,7 @@ def instance_part_accuracy(result, target_render, reference_render, pairing) -> 
     return scores
 
 
-def run_pair(runner, target, reference, pairing, parts: int, seed: int) -> dict:
+def run_pair(runner, target, reference, pairing, parts: int, seed: int, methods=METHODS) -> dict:
     """Every method on one pair: results, scores, the automatic pairing."""
     import torch
 
@@ -97,13 +105,22 @@ def run_pair(runner, target, reference, pairing, parts: int, seed: int) -> dict:
                                         reference_instances=numbered[1], pairs="", target_features=features[0],
                                         reference_features=features[1], target_image=images[0],
                                         reference_image=images[1])
-    with_parts = run_node(instance_nodes.ProxyParts, target_features=features[0], reference_features=features[1],
-                          parts=parts, seed=seed, target_mask=unions[0], reference_mask=unions[1],
-                          constraint=auto)[0]
+    with_parts = [run_node(instance_nodes.ProxyParts, target_features=features[0], reference_features=features[1],
+                           parts=parts, seed=seed, target_mask=unions[0], reference_mask=unions[1],
+                           constraint=pairs)[0] for pairs in (auto, user)]
+    from eye_for_an_eye.eye_demo.anatomy import PART_LABELS
+
+    part_masks = [torch.from_numpy(np.stack([r.labels == label for label in PART_LABELS]).astype(np.float32))
+                  for r in renders]
+    with_labels = run_node(instance_nodes.LabelConstraint, target_labels=part_masks[0], reference_labels=part_masks[1],
+                           constraint=user)[0]
     constraints = {"no-constraint": (None, None), "user-pairing": (user, user), "auto-pairing": (auto, auto),
-                   "auto+parts": (with_parts, with_parts), "user-pairing, union AdaIN": (user, None)}
+                   "auto+parts": (with_parts[0], with_parts[0]), "user+parts": (with_parts[1], with_parts[1]),
+                   "user+labels": (with_labels, with_labels), "user+labels, AdaIN by object": (with_labels, user),
+                   "user-pairing, union AdaIN": (user, None)}
     results, scores = {}, {}
-    for method, (constraint, adain_constraint) in constraints.items():
+    for method in methods:
+        constraint, adain_constraint = constraints[method]
         extra = {} if constraint is None else {"constraint": constraint}
         patched = runner._apply(reference_trajectory, target_trajectory, unions[0], unions[1], **extra)
         results[method] = runner._sample(patched, adain(adain_constraint), positive, negative, sigmas, start)[0]
@@ -119,12 +136,14 @@ def bar_chart(summary: dict, path: Path, title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    values = [summary["methods"][m]["instance_part_accuracy"] * 100 for m in METHODS]
-    ax.bar(range(len(METHODS)), values, color=plt.get_cmap("tab10")(np.arange(len(METHODS))))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(summary["methods"])), 4.4))
+    methods = list(summary["methods"])
+    values = [summary["methods"][m]["instance_part_accuracy"] * 100 for m in methods]
+    ax.bar(range(len(methods)), values, color=plt.get_cmap("tab10")(np.arange(len(methods))))
     for x, v in enumerate(values):
         ax.text(x, v + 0.5, f"{v:.1f}", ha="center")
-    ax.set_xticks(range(len(METHODS)), [m.replace(", ", "\n") for m in METHODS])
+    ax.set_xticks(range(len(methods)), [m.replace(", ", ",\n") for m in methods], rotation=25, ha="right",
+                  fontsize=8)
     ax.set_ylabel("per-instance part accuracy %")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
@@ -133,14 +152,14 @@ def bar_chart(summary: dict, path: Path, title: str):
     plt.close(fig)
 
 
-def example_grid(pairs: list, path: Path):
+def example_grid(pairs: list, path: Path, methods=METHODS):
     from PIL import Image, ImageDraw
 
-    columns = ["target", "reference", "pairs (auto)"] + list(METHODS)
+    columns = ["target", "reference", "pairs (auto)"] + list(methods)
     height, width = pairs[0]["renders"][0].image.shape[:2]
     pad, head = 4, 16
     tile_w = {2: 2 * width}
-    widths = [width, width, tile_w[2]] + [width] * len(METHODS)
+    widths = [width, width, tile_w[2]] + [width] * len(methods)
     canvas = Image.new("RGB", (sum(widths) + pad * len(widths), len(pairs) * (height + pad) + head), "white")
     draw = ImageDraw.Draw(canvas)
     x = 0
@@ -150,12 +169,12 @@ def example_grid(pairs: list, path: Path):
     for row, pair in enumerate(pairs):
         y = head + row * (height + pad)
         tiles = [pair["renders"][0].image, pair["renders"][1].image, pair["preview"]] + \
-                [pair["results"][m] for m in METHODS]
+                [pair["results"][m] for m in methods]
         x = 0
         for c, tile in enumerate(tiles):
             canvas.paste(Image.fromarray((np.clip(tile, 0, 1) * 255 + 0.5).astype(np.uint8)), (x, y))
             if c >= 3:
-                score = pair["scores"][METHODS[c - 3]]["instance_part_accuracy"] * 100
+                score = pair["scores"][methods[c - 3]]["instance_part_accuracy"] * 100
                 draw.text((x + 2, y + height - 12), f"{score:.0f}%", fill="white")
             x += widths[c] + pad
     canvas.save(path)
@@ -171,6 +190,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--examples", type=int, default=4)
     parser.add_argument("--name", default="multi")
+    parser.add_argument("--adain-min-pixels", type=float, default=0.0,
+                        help="labelled AdaIN leaves out labels under this many latent pixels (the pack: 0)")
+    parser.add_argument("--methods", default=";".join(METHODS),
+                        help="semicolon-separated subset (names hold commas) of: " + "; ".join(METHODS))
     args = parser.parse_args(argv)
 
     from eye_test_support import comfy_env
@@ -186,40 +209,53 @@ def main(argv=None):
 
     from eye_for_an_eye.eye_demo.model import load_demo
     from eye_for_an_eye.eye_demo.pairs import swapped_pair
+
+    if args.adain_min_pixels:
+        import functools
+
+        from eye_for_an_eye.eye_core import adain
+        from eye_for_an_eye.nodes import transfer
+
+        transfer.labelled_adain = functools.partial(adain.labelled_adain, min_pixels=args.adain_min_pixels)
     from eye_for_an_eye.eye_core.rearrange import TransferSchedule
 
     model, clip, vae, _ = load_demo()
     settings = Settings(steps=args.steps, skip=args.skip, schedule=TransferSchedule())
     runner = QualityRunner(model, clip, vae, settings)
     species = [s for s in args.species.split(",") if s] or None
+    methods = tuple(m.strip() for m in args.methods.split(";") if m.strip())
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {'; '.join(unknown)}; choose from {'; '.join(METHODS)}")
     seeds = parse_seeds(args.seeds)
     pairs, started = [], time.perf_counter()
     with torch.inference_mode():
         for n, seed in enumerate(seeds):
             target, reference, pairing = swapped_pair(seed, creatures=len(species) if species else 2,
                                                       species=species)
-            pairs.append(run_pair(runner, target, reference, pairing, args.parts, seed))
+            pairs.append(run_pair(runner, target, reference, pairing, args.parts, seed, methods))
             print(f"  pair {n + 1}/{len(seeds)} (seed {seed}): " + "  ".join(
-                f"{m} {pairs[-1]['scores'][m]['instance_part_accuracy'] * 100:.0f}" for m in METHODS) +
+                f"{m} {pairs[-1]['scores'][m]['instance_part_accuracy'] * 100:.0f}" for m in methods) +
                 f"  auto pairs {'right' if pairs[-1]['pairing_correct'] else 'WRONG'}", flush=True)
     summary = {
         "settings": {"seeds": args.seeds, "steps": args.steps, "skip": args.skip, "parts": args.parts,
+                     "adain_min_pixels": args.adain_min_pixels,
                      "species": species, "scenes": "eye_demo.pairs.swapped_pair (positions swapped)"},
         "seconds": time.perf_counter() - started,
         "pairing_accuracy": float(np.mean([p["pairing_correct"] for p in pairs])),
         "methods": {m: {"instance_part_accuracy": float(np.nanmean([p["scores"][m]["instance_part_accuracy"]
-                                                                    for p in pairs]))} for m in METHODS},
+                                                                    for p in pairs]))} for m in methods},
         "pairs": [{"seed": s, "true_pairs": p["true_pairs"], "auto_pairs": p["auto_pairs"],
-                   "scores": {m: p["scores"][m] for m in METHODS}} for s, p in zip(seeds, pairs)],
+                   "scores": {m: p["scores"][m] for m in methods}} for s, p in zip(seeds, pairs)],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=1))
     bar_chart(summary, RESULTS / f"{args.name}-bars.png",
               f"{len(seeds)} swapped two-creature scenes, {args.steps} steps")
-    example_grid(pairs[:args.examples], RESULTS / f"{args.name}-examples.png")
+    example_grid(pairs[:args.examples], RESULTS / f"{args.name}-examples.png", methods)
     print(f"\nautomatic pairing right on {summary['pairing_accuracy'] * 100:.0f} % of {len(seeds)} scenes")
     print(f"{'method':<28}{'inst. part acc %':>18}")
-    for m in METHODS:
+    for m in methods:
         print(f"{m:<28}{summary['methods'][m]['instance_part_accuracy'] * 100:>18.1f}")
     print(f"wrote {RESULTS / (args.name + '.json')}")
 
