@@ -71,6 +71,7 @@ def run_pair(runner, target, reference, pairing, parts: int, seed: int, methods=
     """Every method on one pair: results, scores, the automatic pairing."""
     import torch
 
+    from eye_for_an_eye.eye_demo.anatomy import PART_LABELS
     from eye_for_an_eye.eye_demo.render import render
     from eye_for_an_eye.eye_demo.training.data import caption
     from eye_for_an_eye.nodes import instances as instance_nodes
@@ -108,8 +109,6 @@ def run_pair(runner, target, reference, pairing, parts: int, seed: int, methods=
     with_parts = [run_node(instance_nodes.ProxyParts, target_features=features[0], reference_features=features[1],
                            parts=parts, seed=seed, target_mask=unions[0], reference_mask=unions[1],
                            constraint=pairs)[0] for pairs in (auto, user)]
-    from eye_for_an_eye.eye_demo.anatomy import PART_LABELS
-
     part_masks = [torch.from_numpy(np.stack([r.labels == label for label in PART_LABELS]).astype(np.float32))
                   for r in renders]
     with_labels = run_node(instance_nodes.LabelConstraint, target_labels=part_masks[0], reference_labels=part_masks[1],
@@ -209,15 +208,15 @@ def main(argv=None):
 
     from eye_for_an_eye.eye_demo.model import load_demo
     from eye_for_an_eye.eye_demo.pairs import swapped_pair
+    from eye_for_an_eye.eye_core.rearrange import TransferSchedule
 
-    if args.adain_min_pixels:
+    if args.adain_min_pixels:  # the Transfer Sampler's labelled AdaIN, with the threshold
         import functools
 
         from eye_for_an_eye.eye_core import adain
         from eye_for_an_eye.nodes import transfer
 
         transfer.labelled_adain = functools.partial(adain.labelled_adain, min_pixels=args.adain_min_pixels)
-    from eye_for_an_eye.eye_core.rearrange import TransferSchedule
 
     model, clip, vae, _ = load_demo()
     settings = Settings(steps=args.steps, skip=args.skip, schedule=TransferSchedule())
