@@ -118,24 +118,34 @@ def _import_authors(checkout: Path, masks):
     return run
 
 
+def _defined_in(module_name: str, base: type) -> type:
+    """The one subclass of ``base`` that their module ``module_name`` defines (their UNet, their pipeline)."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, base) and v.__module__ == module.__name__]
+    if len(found) != 1:
+        sys.exit(f"expected one {base.__name__} in their {module_name}, found {[c.__name__ for c in found]}")
+    return found[0]
+
+
 def _pipeline(data):
-    from diffusers import AutoencoderKL, DDIMScheduler
+    """Their pipeline and UNet classes around the given weights; a VAE only for its downscale factor."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 
-    from models.stable_diffusion_final import CrossImageAttentionStableDiffusionPipeline
-    from models.unet_2d_condition import FreeUUNet2DConditionModel
-
-    unet = FreeUUNet2DConditionModel(**data["unet_config"])
+    unet = _defined_in("models.unet_2d_condition", UNet2DConditionModel)(**data["unet_config"])
     unet.load_state_dict(data["unet_state"], strict=True)
     unet.eval()
-    # a VAE is only asked for its downscale factor: encode is replaced below, decoding is skipped
+    # encode is replaced below and decoding is skipped
     vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=8, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    # SD1.5's scheduler config, as their get_stable_diffusion_model loads it
+    # SD1.5's scheduler config, the one their loader reads from the hub
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000)
-    pipe = CrossImageAttentionStableDiffusionPipeline(
-        vae=vae, text_encoder=_TextEncoderStandIn(), tokenizer=None, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline_class = _defined_in("models.stable_diffusion_final", DiffusionPipeline)
+    pipe = pipeline_class(vae=vae, text_encoder=_TextEncoderStandIn(), tokenizer=None, unet=unet, scheduler=scheduler,
+                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return pipe.to("cpu")
 
 
