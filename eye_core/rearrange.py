@@ -42,6 +42,8 @@ COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond codes
 # iterations 11-67, structure injection instead on 11, 16, ..., 36, masked AdaIN after
 # iterations 49-67. Kept as fractions so other step counts scale.
 OFFICIAL_STEPS = 68
+# Node widgets show fractions to 4 decimals; a value this close to an official fraction is that fraction.
+WIDGET_ROUNDING = 0.5e-4 + 1e-12
 
 
 def _index(fraction: float, total: int) -> int:
@@ -66,6 +68,11 @@ class TransferSchedule:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a fraction of the schedule between 0 and 1, got {value}")
+            # A widget shows the official fraction rounded to 4 decimals (11/68 as 0.1618): read that as the
+            # fraction itself, so the modular graph and the all-in-one agree at every step count.
+            official = self.__dataclass_fields__[name].default
+            if value != official and abs(value - official) <= WIDGET_ROUNDING:
+                object.__setattr__(self, name, official)
 
     def structure_steps(self, total: int) -> set:
         """Iterations of structure injection: from rearrange_start every structure_interval, before structure_end.
@@ -97,9 +104,47 @@ class TransferSchedule:
         """Whether masked AdaIN follows iteration ``step`` of ``total``."""
         return _index(self.adain_start, total) <= step < _index(self.adain_end, total)
 
+    def empty_windows(self, total: int, rearrange: bool = True, adain: bool = True) -> list:
+        """A sentence for each window of these settings (rearrangement, AdaIN) that selects no iteration of ``total``."""
+        found = []
+        first, end = _index(self.rearrange_start, total), _index(self.rearrange_end, total)
+        if rearrange and not self.active_steps(total):
+            found.append(f"rearrange_start {self.rearrange_start:.4g} and rearrange_end {self.rearrange_end:.4g} "
+                         f"select no step of the {total} generation steps (iterations {first} up to {end}, 0-based): "
+                         "the appearance transfer does nothing and the result is the plain replay. Lower "
+                         "rearrange_start or raise rearrange_end (official 0.1618 and 1.0).")
+        if adain:
+            first, end = _index(self.adain_start, total), _index(self.adain_end, total)
+            if first >= end:
+                found.append(f"adain_start {self.adain_start:.4g} and adain_end {self.adain_end:.4g} select no step "
+                             f"of the {total} generation steps (iterations {first} up to {end}): masked AdaIN is "
+                             "off. Lower adain_start or raise adain_end (official 0.7206 and 1.0) if you want it.")
+        return found
+
     def active_steps(self, total: int) -> list:
         """Iterations on which the attention patch acts."""
         return [i for i in range(total) if self.action(i, total) != NOTHING]
+
+
+def guidance_problem(guidance: str, cfg: float):
+    """("refuse" | "warn", message) where ``guidance`` at ``cfg`` silences the method, else None.
+
+    Official guidance rearranges only the cond row and injects structure only into the
+    uncond row. CFG 1 returns the cond prediction alone (ComfyUI does not even compute the
+    uncond one), so structure injection cannot reach the result; CFG 0 returns the uncond
+    prediction alone, so the rearrangement cannot, and what is left is the plain replay.
+    """
+    if guidance != OFFICIAL or cfg is None:
+        return None
+    if cfg == 0.0:
+        return ("refuse", f"guidance '{OFFICIAL}' at cfg 0 gives the uncond prediction alone, which the "
+                "rearrangement never edits: the result would be the plain replay of the target, with nothing of the "
+                f"reference. Raise cfg (official 2.5), or choose guidance '{SYMMETRIC}', which edits both rows.")
+    if cfg == 1.0:
+        return ("warn", f"guidance '{OFFICIAL}' at cfg 1 gives the cond prediction alone, and structure injection "
+                "acts only on the uncond row: the rearrangement runs, structure injection does not (the shape may "
+                f"drift). Use a cfg other than 1 (official 2.5), or guidance '{SYMMETRIC}' to keep both.")
+    return None
 
 
 def edited_rows(cond_or_uncond, rows_per_chunk: int, action: str, guidance: str) -> list:

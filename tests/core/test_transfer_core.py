@@ -38,6 +38,18 @@ def test_structure_interval_zero_turns_structure_injection_off():
     assert STRUCTURE not in [schedule.action(i, 68) for i in range(68)]
 
 
+def test_widget_rounded_defaults_give_the_official_schedule_at_every_step_count():
+    """The nodes show 11/68 as 0.1618 (and so on); read back, that is the official schedule, not a neighbour."""
+    exact = TransferSchedule()
+    names = ("rearrange_start", "rearrange_end", "structure_end", "structure_interval", "adain_start", "adain_end")
+    rounded = TransferSchedule(**{name: round(getattr(exact, name), 4) for name in names})
+    for total in range(2, 1000):
+        assert [rounded.action(i, total) for i in range(total)] == [exact.action(i, total) for i in range(total)], total
+        assert [rounded.adain(i, total) for i in range(total)] == [exact.adain(i, total) for i in range(total)], total
+    typed = TransferSchedule(rearrange_start=0.162)  # a value the user chose stays theirs
+    assert typed.rearrange_start == 0.162
+
+
 def test_empty_range_does_nothing_and_fractions_are_checked():
     assert TransferSchedule(rearrange_start=0.5, rearrange_end=0.5).active_steps(68) == []
     with pytest.raises(ValueError, match="rearrange_start"):
