@@ -40,6 +40,8 @@ BOX_FORMAT = ("'x0,y0,x1,y1' (left, top, right, bottom) in pixels, or as fractio
 POINT_FORMAT = ("'x,y' in pixels, or as fractions ('0.5,0.4') or percentages ('50%,40%') of the image's width and "
                 "height; several points separated by ';' or new lines, e.g. '120,80; 140,96'")
 
+# A box narrower or lower than this (in pixels) is a typing mistake, not an object.
+MIN_BOX_PIXELS = 4.0
 _GROUP_SPLIT = re.compile(r"[;\n\r]+")
 _NUMBER_SPLIT = re.compile(r"[,\s]+")
 # ViT widths of the encoders (patch embedding channels) and the TinyViT marker key.
@@ -83,6 +85,11 @@ def _numbers(group: str, count: int, what: str, index: int, input_name: str, exp
     if all(percent):
         values = [v / 100.0 for v in values]
     relative = all(percent) or (all(0.0 <= v <= 1.0 for v in values) and any("." in p for p in parts))
+    if not relative and any("." in p for p in parts) and all(abs(v) <= 2.0 for v in values):
+        # '0.1,0.1,1.5,1.5' or '-0.5,-0.5,0.2,0.2': meant as fractions, but not all inside 0..1
+        raise PromptError(f"{input_name}: {what} {index} ('{group}') looks like fractions of the image but not all "
+                          f"its numbers lie between 0 and 1, so it would be read as pixels (a box of a pixel or "
+                          f"two). Keep fractions within 0..1, or give pixels. Expected {expected}.")
     if relative and size is not None:
         width, height = size
         values = [v * (width if k % 2 == 0 else height) for k, v in enumerate(values)]
@@ -108,6 +115,9 @@ def parse_boxes(text: str | None, input_name: str = "boxes", size=None) -> list[
         if x1 < x0 or y1 < y0:
             raise PromptError(f"{input_name}: box {index} ('{group}') is inverted: its right/bottom edge lies "
                               f"left of/above its left/top edge. A box is {BOX_FORMAT}.")
+        if size is not None and min(x1 - x0, y1 - y0) < MIN_BOX_PIXELS:
+            raise PromptError(f"{input_name}: box {index} ('{group}') is only {x1 - x0:.3g} x {y1 - y0:.3g} pixels of "
+                              f"the {size[0]}x{size[1]} image, too small to segment anything. A box is {BOX_FORMAT}.")
         boxes.append((x0, y0, x1, y1))
     return boxes
 

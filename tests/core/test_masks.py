@@ -44,8 +44,8 @@ def test_relative_boxes_and_points_fit_any_image_size():
         assert torch.allclose(prompts.boxes, torch.tensor([[0.125 * width, 0.125 * height, 0.875 * width, 0.875 * height],
                                                            [0.1 * width, 0.2 * height, 0.5 * width, 1.0 * height]]))
         assert torch.allclose(prompts.points, torch.tensor([[0.5 * width, 0.5 * height], [0.25 * width, 0.75 * height]]))
-    # integers stay pixels, even when they are 0 or 1; numbers above 1 make the box a pixel box
-    assert M.parse_boxes("0,0,1,1", size=(64, 64)) == [(0, 0, 1, 1)]
+    # integers stay pixels, even when they are 0 or 1; numbers well above 1 make the box a pixel box
+    assert M.parse_boxes("0,0,8,8", size=(64, 64)) == [(0, 0, 8, 8)]
     assert M.parse_boxes("0.5,0.5,20,20", size=(64, 64)) == [(0.5, 0.5, 20, 20)]
     assert M.parse_boxes("0,0,1.0,0.5", size=(64, 32)) == [(0, 0, 64, 16)]
     # without a size, relative boxes stay fractions
@@ -56,6 +56,11 @@ def test_relative_boxes_and_points_fit_any_image_size():
     ("10%,10%,90,90", r"boxes: box 1 \('10%,10%,90,90'\) mixes percentages with other numbers"),
     ("0.5,0.2,0.5,0.9", r"zero area: zero width"),
     ("90%,10%,10%,90%", r"is inverted"),
+    # fractions that stray outside 0..1 would be read as a box of a pixel or two
+    ("0.1,0.1,1.5,1.5", r"box 1 \('0.1,0.1,1.5,1.5'\) looks like fractions of the image but not all its numbers"),
+    ("-0.5,-0.5,0.2,0.2", r"looks like fractions of the image"),
+    # a box of a pixel or two is a typing mistake (integers 0 and 1 are pixels)
+    ("0,0,1,1", r"box 1 \('0,0,1,1'\) is only 1 x 1 pixels of the 64x64 image, too small"),
 ])
 def test_bad_relative_boxes_are_errors(text, match):
     with pytest.raises(M.PromptError, match=match):
