@@ -32,7 +32,14 @@ RESULT_TITLE = "target | reference | result | ideal"
 
 def find_comfyui() -> Path:
     """``COMFYUI_PATH``, else the ComfyUI whose custom_nodes holds this pack, else ``~/comfy/ComfyUI``."""
-    candidates = [os.environ.get("COMFYUI_PATH"), PACK_DIR.parent.parent, Path.home() / "comfy" / "ComfyUI"]
+    given = os.environ.get("COMFYUI_PATH")
+    if given:
+        if not (Path(given) / "comfy" / "model_patcher.py").is_file():
+            raise SystemExit(f"COMFYUI_PATH is {given!r}, which is not a ComfyUI folder (no comfy/model_patcher.py "
+                             "in it): point it at the folder that holds ComfyUI's main.py, or unset it to use the "
+                             "ComfyUI this pack is installed in.")
+        return Path(given)
+    candidates = [PACK_DIR.parent.parent, Path.home() / "comfy" / "ComfyUI"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "comfy" / "model_patcher.py").is_file():
             return Path(candidate)
@@ -81,6 +88,31 @@ def object_info(node_types) -> dict:
         info[name] = {"input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
                       "output": cls.RETURN_TYPES, "name": name}
     return info
+
+
+class ImportFailures(logging.Handler):
+    """Keeps ComfyUI's "Cannot import <module>" warnings while its built-in nodes load quietly."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Cannot import"):
+            self.messages.append(message)
+
+    def check(self, workflow_path: Path, mappings) -> None:
+        """Stop with the failed modules and their errors when the workflow needs a node that did not load."""
+        from .eye_demo import workflow_api
+
+        needed = {node["type"] for node in workflow_api.load_workflow(workflow_path)["nodes"]}
+        missing = sorted(t for t in needed - set(mappings) if t not in workflow_api.FRONTEND_ONLY_TYPES)
+        if missing:
+            reasons = "\n  ".join(self.messages) or "(ComfyUI logged no import failure)"
+            raise SystemExit(f"the demo workflow needs ComfyUI nodes that did not load: {', '.join(missing)}. "
+                             f"ComfyUI's modules that failed to import:\n  {reasons}\nInstall what they name into "
+                             "ComfyUI's environment (pip install -r requirements.txt in the ComfyUI folder).")
 
 
 class HeadlessServer:
@@ -163,21 +195,39 @@ def run(prompt: dict, quiet: bool = False) -> dict:
     return executor.history_result["outputs"]
 
 
+def check_out(path: Path, parser) -> None:
+    """Fail now, not after the run, when the picture cannot be written where asked."""
+    if path.is_dir():
+        parser.error(f"--out {path}: that is a folder; give a file path such as {path / 'eye_demo.png'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".eye-demo-"):
+            pass
+    except OSError as error:
+        parser.error(f"--out {path}: cannot write there ({error.strerror or error}); give a file path in a folder "
+                     "you can write to")
+
+
 def main(argv=None) -> Path:
+    from .eye_demo.pairs import SCENE_CATEGORIES, SPECIES_CHOICES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="eye_demo.png", help="where to write target | reference | result | ideal (PNG)")
-    parser.add_argument("--seed", type=int, default=None, help="another demo pair (Eye Demo Scene's seed)")
-    parser.add_argument("--category", default=None, help="aligned, moved, flipped (default), rotated, articulated "
-                        "or cross-species")
-    parser.add_argument("--species", default=None, help="bird (default), fish or random")
+    parser.add_argument("--seed", type=int, default=None, help="another demo pair (Eye Demo Scene's seed, 0 or more)")
+    parser.add_argument("--category", default=None, choices=SCENE_CATEGORIES, metavar="CATEGORY",
+                        help="the kind of pair (default flipped): " + ", ".join(repr(c) for c in SCENE_CATEGORIES))
+    parser.add_argument("--species", default=None, choices=SPECIES_CHOICES, help="bird (default), fish or random")
     parser.add_argument("--workflow", default=str(DEMO_WORKFLOW), help="a UI workflow to run instead")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is present")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed {args.seed}: a seed is 0 or more")
+    out = Path(args.out).resolve()
+    check_out(out, parser)
 
     started = time.monotonic()
     root = find_comfyui()
-    out = Path(args.out).resolve()
     with tempfile.TemporaryDirectory(prefix="eye-demo-") as scratch:
         scratch = Path(scratch)
         import_comfyui(root, args.cpu, scratch)
@@ -185,16 +235,21 @@ def main(argv=None) -> Path:
 
         # ComfyUI's own built-in nodes, minus the noise of the few whose optional libraries are absent
         # (torchaudio, ...); the pack is loaded after with warnings on.
+        # The reasons are kept: if the workflow needs one of those nodes, the user is told which module failed.
         root_logger = logging.getLogger()
         level = root_logger.level
+        failures = ImportFailures()
         root_logger.setLevel(logging.ERROR)
+        root_logger.addHandler(failures)
         try:
             asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
         finally:
             root_logger.setLevel(level)
+            root_logger.removeHandler(failures)
         asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
         if SCENE_NODE not in nodes.NODE_CLASS_MAPPINGS:
             raise SystemExit(f"the pack's demo nodes did not load from {PACK_DIR}; see the messages above")
+        failures.check(Path(args.workflow), nodes.NODE_CLASS_MAPPINGS)
         prompt = build_prompt(Path(args.workflow), args.seed, args.category, args.species)
         outputs = run(prompt, args.quiet)
         saved = [node_id for node_id, node in prompt.items()

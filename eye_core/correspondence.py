@@ -144,14 +144,16 @@ def no_token_message(name: str, role: str, grids, rows: list, fix: str = "") -> 
             f"(~1/{h} of the image height, 1/{w} of its width): {fix}.")
 
 
-def _prepare_mask(mask, grid, batch, device, name, check_nonempty, role="reference"):
+def _prepare_mask(mask, grid, batch, device, name, check_nonempty, role="reference", own_batch=None):
+    """``mask`` at the token grid; its batch is 1, the target ``batch`` or its own image batch ``own_batch``."""
     if mask is None:
         return None
     valid = resize_mask(mask, grid, name=name)
-    if valid.shape[0] not in (1, batch):
+    own_batch = batch if own_batch is None else own_batch
+    if valid.shape[0] not in (1, batch, own_batch):
         raise ValueError(
-            f"{name} has batch {valid.shape[0]} but the target batch is {batch}; pass one mask "
-            f"(batch 1, shared by every image) or one per target image."
+            f"{name} has batch {valid.shape[0]} but the {role} batch is {own_batch}; pass one mask "
+            f"(batch 1, shared by every image) or one per {role} image."
         )
     if check_nonempty:
         rows = empty_rows(valid)  # host sync only when the mask lives on a GPU
@@ -428,7 +430,7 @@ def match(
         raise ValueError(f"chunk_size={chunk_size}; it must be a positive number of target tokens, or None.")
     dev = t_tok.device
     t_valid = _prepare_mask(target_mask, t_grid, B, dev, "target_mask", check_masks, "target")
-    r_valid = _prepare_mask(reference_mask, r_grid, B, dev, "reference_mask", check_masks, "reference")
+    r_valid = _prepare_mask(reference_mask, r_grid, B, dev, "reference_mask", check_masks, "reference", b_r)
 
     labels = 0
     t_labels = r_labels = None

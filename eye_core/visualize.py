@@ -33,7 +33,16 @@ def pca_rgb(maps, size=None):
     mean = everything.mean(dim=0, keepdim=True)
     centred = everything - mean
     components = min(3, centred.shape[0], centred.shape[1])
-    _, _, basis = torch.pca_lowrank(centred, q=components, center=False, niter=4)
+    if not bool(torch.isfinite(centred).all()):
+        raise ValueError("the feature maps hold NaN or infinite values (from a latent or model that produced them); "
+                         "there is nothing to preview. Check the node that made the latent.")
+    # exact principal axes (eigenvectors of the C x C covariance), signs fixed: the same colours every run
+    # (the small C x C eigenproblem on the CPU in float64: MPS has no float64)
+    covariance = (centred.T @ centred).cpu().double()
+    _, vectors = torch.linalg.eigh(covariance)
+    basis = vectors[:, -components:].flip(1)
+    basis = basis * torch.sign(basis[basis.abs().argmax(0), torch.arange(components)])
+    basis = basis.to(centred.device, centred.dtype)
     projected = centred @ basis
     low = projected.quantile(0.01, dim=0, keepdim=True) if projected.shape[0] > 1 else projected.min(0, True).values
     high = projected.quantile(0.99, dim=0, keepdim=True) if projected.shape[0] > 1 else projected.max(0, True).values

@@ -26,6 +26,11 @@ from .scene import (ROTATION_RANGE, SCALE_RANGE, TAIL_RANGE, WING_RANGE, Creatur
 
 CATEGORIES = ("aligned", "moved", "flipped", "rotated", "articulated", "cross-species")
 SIZE = (128, 128)
+# Eye Demo Scene's choices: the categories above, and scenes of several creatures whose reference shows the
+# same creatures in another order (pairing must follow the creature).
+MULTI = {"two creatures, swapped": 2, "three creatures, swapped": 3}
+SCENE_CATEGORIES = tuple(CATEGORIES) + tuple(MULTI)
+SPECIES_CHOICES = ("bird", "fish", "random")
 
 
 def _pose_fields(pose) -> dict:

@@ -269,7 +269,34 @@ def _grid(extra_options, tokens: int):
         h, w = -(-height // factor), -(-width // factor)
         if h * w == tokens:
             return (h, w)
-    raise ValueError(f"cannot tell the token grid of a {tokens}-token attention call on a {height}x{width} latent")
+    raise ValueError(f"cannot tell the token grid of a {tokens}-token attention call on a {height}x{width} latent: "
+                     "a model patch changed the self-attention's tokens (Token Merging (ToMe) or HyperTile merge or "
+                     "tile them), which the transfer cannot work with. Remove that patch from the model.")
+
+
+_TOKEN_PATCH_NAMES = {"tomesd_m": "Token Merging (ToMe)", "hypertile_in": "HyperTile"}
+
+
+def check_token_patches(model, node: str) -> None:
+    """Refuse a model whose self-attention tokens another patch merges or tiles (ToMe, HyperTile).
+
+    Such a patch pairs an attn1 input patch with an attn1 output patch that undoes it; the
+    transfer reads and replaces tokens by their place in the image, so it cannot work inside.
+    """
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    if not patches.get("attn1_output_patch"):
+        return
+    for patch in patches.get("attn1_patch", []):
+        if isinstance(patch, (TransferAttentionPatch, FeatureRecorder)):
+            continue
+        function = getattr(patch, "func", patch)
+        name = _TOKEN_PATCH_NAMES.get(getattr(function, "__name__", ""),
+                                      f"a patch that changes the attention's tokens ({_short_name(patch)})")
+        raise ValueError(
+            f"{node}: the model carries {name}, which merges or tiles the self-attention's tokens; the transfer "
+            "reads and replaces tokens by their place in the image, so the two cannot run together. Remove it from "
+            "the model that goes into Invert Latent and Apply Appearance Transfer (it is a speed-up, not part of "
+            "the method).")
 
 
 class FeatureRecorder:
@@ -435,6 +462,19 @@ def with_transfer_patch(model, plan):
 
     from ..eye_core.rearrange import IMPLICIT
 
+    if plan.injection == IMPLICIT:
+        replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+        for layer in plan.layers:
+            (block_name, number), depth = layer
+            earlier = replaced.get((block_name, number, depth))
+            if earlier is None:
+                continue
+            by = (f"an earlier {earlier.plan.node} (injection 'implicit')" if isinstance(earlier, ImplicitAttention)
+                  else f"another node's attention replacement ({_short_name(earlier)})")
+            raise ValueError(
+                f"{plan.node}: the model's self-attention at output block {number} is already replaced by {by}; an "
+                "implicit transfer replaces the whole attention, so it would silently undo that one. Use injection "
+                "'feature' here (feature transfers stack), or apply only one implicit transfer.")
     key = f"{_CALL}{next(_patch_numbers)}"
     clone = model.clone()
     clone.set_model_attn1_patch(TransferAttentionPatch(plan, key))
@@ -461,7 +501,7 @@ def _attention_module(model, layer):
 class ImplicitAttention:
     """attn1 replacement of the implicit (Cross-Image Attention) baseline: on rearrangement steps the
     output's queries attend to the reference's keys and values, projected by the layer's own weights.
-    (Stacked transfers in implicit mode: the last one's replacement wins at a layer.)"""
+    (One implicit transfer per layer: with_transfer_patch refuses a second.)"""
 
     def __init__(self, plan, key, module):
         self.plan, self.key, self.module = plan, key, module
@@ -854,3 +894,59 @@ def attention_grids(model, layers, latent_size) -> set:
             height, width = -(-height // 2), -(-width // 2)
         grids.add((height, width))
     return grids
+
+
+# ---------------------------------------------------------------- what the sampling will do
+
+def warn_user(node: str, text: str) -> None:
+    """A warning in the log and, while a prompt runs on the server, under the node in the UI."""
+    LOG.warning("%s: %s", node, text)
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+
+        context = get_executing_context()
+        if context is not None and getattr(PromptServer, "instance", None) is not None:
+            PromptServer.instance.send_progress_text(f"{node}: {text}", context.node_id)
+    except Exception:  # noqa: BLE001 - the log line is the message; the UI text is a courtesy
+        pass
+
+
+def sampler_cfg(sampler_model):
+    """The guidance scale of the CFGGuider running a SAMPLER function (None for other guiders)."""
+    import comfy.samplers as samplers
+
+    guider = getattr(sampler_model, "inner_model", None)
+    return float(guider.cfg) if type(guider) is samplers.CFGGuider else None
+
+
+def transfer_plans(model) -> list:
+    """The TransferPlans patched into a ModelPatcher, or into the model a SAMPLER function runs."""
+    patcher = getattr(getattr(model, "inner_model", None), "model_patcher", model)
+    options = getattr(patcher, "model_options", {}) or {}
+    patches = options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
+    return [p.plan for p in patches if isinstance(p, TransferAttentionPatch)]
+
+
+def check_guidance(plans, cfg, node: str) -> None:
+    """Refuse guidance and cfg that leave nothing of the method; warn where they silence a part of it."""
+    from ..eye_core.rearrange import guidance_problem
+
+    for plan in plans:
+        found = guidance_problem(plan.guidance, cfg)
+        if found is None:
+            continue
+        kind, text = found
+        if kind == "refuse":
+            raise ValueError(f"{node}: {plan.node}'s {text}")
+        warn_user(node, f"{plan.node}'s {text}")
+
+
+def check_latent_channels(model, samples: torch.Tensor, node: str) -> None:
+    """A latent of another model family (16 channels into SD1.5, say) is refused before the UNet's raw conv error."""
+    expected = getattr(getattr(model.model, "latent_format", None), "latent_channels", None)
+    if expected is not None and samples.ndim == 4 and int(samples.shape[1]) != int(expected):
+        raise ValueError(
+            f"{node}: the latent has {samples.shape[1]} channels but this {model_family(model)} model takes "
+            f"{expected}: it was encoded by another model's VAE. Encode the image with the VAE of the same checkpoint "
+            "as the model (VAEEncode with that Load Checkpoint's VAE output).")

@@ -26,3 +26,39 @@ def named(node: str):
         if str(error).startswith(f"{node}:"):
             raise
         raise ValueError(f"{node}: {error}") from None
+
+
+def check_choices(node_class, node: str, **values):
+    """Refuse a combo value that is not among the input's options, listing them.
+
+    ComfyUI's server does not check every combo of a V3 node against its options (an API
+    prompt with ``matching="fixed"`` reaches the node), so each node checks its own before
+    any work, and the message names the node, the input and every option.
+    """
+    from comfy_api.v0_0_2 import io
+
+    for entry in node_class.define_schema().inputs:
+        if not isinstance(entry, io.Combo.Input) or entry.id not in values or values[entry.id] is None:
+            continue
+        value = values[entry.id]
+        if value not in entry.options:
+            listed = ", ".join(repr(o) for o in entry.options)
+            raise ValueError(f"{node}: {entry.id} is {value!r}, which is not one of its options: {listed}. Pick one "
+                             "in the node (an API prompt must give one of these exact strings).")
+
+
+def require_finite(tensor, what: str, node: str):
+    """Refuse NaN or infinite values at the first node that sees them (they would end in a black image)."""
+    import torch
+
+    if tensor is None or not torch.is_tensor(tensor) or not tensor.is_floating_point():
+        return tensor
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        nans = int(torch.isnan(tensor).sum())
+        infinite = int((~finite).sum()) - nans
+        raise ValueError(f"{node}: the {what} holds {nans} NaN and {infinite} infinite values (of "
+                         f"{tensor.numel()}); every result computed from it would be NaN (a black image). Fix the "
+                         "node that produced it (a VAE in fp16 can overflow: try --fp32-vae or a tiled decode) "
+                         "or load the image again.")
+    return tensor

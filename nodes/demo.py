@@ -8,16 +8,12 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..eye_demo.anatomy import PART_LABELS
-from ..eye_demo.pairs import CATEGORIES, ideal_transfer, make_pair, swapped_pair
+from ..eye_demo.pairs import MULTI, SCENE_CATEGORIES, SPECIES_CHOICES, ideal_transfer, make_pair, swapped_pair
 from ..eye_demo.render import render
 from ..eye_demo.training.data import caption
 from .common import CATEGORY, node_id
 
 DEMO_CATEGORY = f"{CATEGORY}/demo"
-SPECIES_CHOICES = ("bird", "fish", "random")
-# Several creatures: the reference shows the same creatures in another order (pairing must follow the creature).
-MULTI = {"two creatures, swapped": 2, "three creatures, swapped": 3}
-SCENE_CATEGORIES = tuple(CATEGORIES) + tuple(MULTI)
 # One colour per part label for the part-map preview (background dark grey).
 PART_COLOURS = np.array([[0.16, 0.16, 0.16], [0.90, 0.20, 0.20], [0.98, 0.78, 0.10], [0.20, 0.45, 0.95],
                          [0.15, 0.75, 0.30], [0.80, 0.25, 0.80], [0.60, 0.60, 0.60]], np.float32)

@@ -9,7 +9,7 @@ from ..eye_core.features import FeatureMap, ensemble_mean
 from ..eye_core.fingerprint import Origin
 from ..eye_core.visualize import pca_rgb
 from . import _comfy
-from .common import CATEGORY, FEATURES, node_id
+from .common import CATEGORY, FEATURES, check_choices, node_id, require_finite
 
 AUTO_LEVEL = "auto (DIFT)"
 MAX_OUTPUT_BLOCKS = 12
@@ -40,6 +40,8 @@ def extract_features(model, latent, positive, timestep, decoder_level, ensemble_
     samples = latent["samples"]
     if samples.numel() == 0 or samples.ndim != 4:
         raise ValueError(f"{node}: the latent is empty; connect the LATENT of VAEEncode.")
+    require_finite(samples, "latent", node)
+    _comfy.check_latent_channels(model, samples, node)
     _comfy.check_conditioning(model, positive, "positive", node)
     block = _chosen_block(model, decoder_level, node)
     origin = Origin(model=_comfy.model_print(model), images=_comfy.image_print(samples))
@@ -97,6 +99,7 @@ class ExtractUNetFeatures(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, positive, timestep, decoder_level, ensemble_size, seed) -> io.NodeOutput:
+        check_choices(cls, "Extract UNet Features", decoder_level=decoder_level)
         return io.NodeOutput(*extract_features(model, latent, positive, timestep, decoder_level, ensemble_size, seed))
 
 

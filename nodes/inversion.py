@@ -13,7 +13,7 @@ from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, inv
 from ..eye_core.rearrange import LAYER_CHOICES, OFFICIAL_STEPS, TWO_FINEST, TransferSchedule, choose_layers
 from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
 from . import _comfy
-from .common import CATEGORY, TRAJECTORY, named, node_id
+from .common import CATEGORY, TRAJECTORY, check_choices, named, node_id, require_finite
 
 # Latents whose values are all below this (in raw VAE units) are treated as empty.
 EMPTY_LATENT_ATOL = 1e-8
@@ -93,17 +93,26 @@ def check_sampling_model(sampler_model, trajectory, node: str, what: str = "this
 
 
 def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory, after_step=None,
-            node="Trajectory Sampler", what="this trajectory"):
+            node="Trajectory Sampler", what="this trajectory", adain_schedule=None):
     """A SAMPLER function: steps ``x`` down ``sigmas`` with the trajectory's noise maps.
 
     ``after_step(step, total, next_index, x) -> x``, if given, adjusts the latent after
     each step (the Transfer Sampler's masked AdaIN); ``step`` and ``total`` count along the
     trajectory's own schedule, so sigmas cut with SplitSigmas keep their place in it.
     ``node`` is the node the user sees in errors, ``what`` names the trajectory there.
+    ``adain_schedule``: the Transfer Sampler's AdaIN window, checked for selecting no step.
     """
     extra_args = {} if extra_args is None else extra_args
     check_sampling_model(model, trajectory, node, what)
     _comfy.check_sampler_conditioning(model, node)
+    plans = _comfy.transfer_plans(model)
+    _comfy.check_guidance(plans, _comfy.sampler_cfg(model), node)
+    for plan in plans:
+        for text in plan.schedule.empty_windows(trajectory.steps, adain=False):
+            _comfy.warn_user(plan.node, text)
+    if adain_schedule is not None:
+        for text in adain_schedule.empty_windows(trajectory.steps, rearrange=False):
+            _comfy.warn_user(node, text)
     try:
         offset = trajectory.locate(sigmas)
         trajectory.check_latent(x, "latent entering it")
@@ -113,10 +122,17 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
         start = trajectory.rows(trajectory.start_latent, x.shape[0]).to(x.device, x.dtype)
         gap = (x - start).abs().max().item()
         if gap > 1e-3 * (1.0 + start.abs().max().item()):
+            spread = (x - start).float().std().item()
+            if abs(spread / max(float(sigmas[0]), 1e-8) - 1.0) < 0.25:  # x = start + sigma * noise
+                raise ValueError(
+                    f"{node}: the latent entering it differs from the trajectory's start latent (max difference "
+                    f"{gap:.3g}) by noise of the first sigma's size: noise was added to it. Use DisableNoise as the "
+                    "NOISE input of SamplerCustomAdvanced (or add_noise off in SamplerCustom) and the start_latent "
+                    "output of Invert Latent.")
             raise ValueError(
-                f"{node}: the latent entering it differs from the trajectory's start latent (max difference "
-                f"{gap:.3g}): noise was added to it. Use DisableNoise as the NOISE input of SamplerCustomAdvanced "
-                "(or add_noise off in SamplerCustom) and the start_latent output of Invert Latent."
+                f"{node}: the latent entering it is not {what}'s start latent (max difference {gap:.3g}): it is "
+                "another image's, perhaps the start_latent of the other Invert Latent. Connect the start_latent "
+                "output of the Invert Latent whose trajectory this sampler replays."
             )
     values = sigmas.detach().to("cpu", torch.float64).tolist()
     ones = x.new_ones([x.shape[0]])
@@ -153,6 +169,10 @@ def invert_latent(model, latent, positive, negative, steps, cfg, method, seed, s
     _comfy.require_unet(model, node)
     samples = latent["samples"]
     _check_latent(samples, node)
+    require_finite(samples, "latent", node)
+    if capture_features:
+        _comfy.check_token_patches(model, node)
+    _comfy.check_latent_channels(model, samples, node)
     for name, conditioning in (("positive", positive), ("negative", negative)):
         _comfy.check_conditioning(model, conditioning, name, node)
     if method not in METHODS:
@@ -256,6 +276,7 @@ class InvertLatent(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, positive, negative, steps, cfg, method, seed, skip_steps, capture_features=True,
                 feature_budget_mb=DEFAULT_FEATURE_BUDGET_MB, capture_layers=TWO_FINEST) -> io.NodeOutput:
+        check_choices(cls, "Invert Latent", method=method, capture_layers=capture_layers)
         return io.NodeOutput(*invert_latent(model, latent, positive, negative, steps, cfg, method, seed, skip_steps,
                                             capture_features, feature_budget_mb, capture_layers))
 

@@ -37,7 +37,7 @@ from ..eye_core.masks import (
 )
 from ..eye_core.visualize import mask_overlay
 from . import _comfy
-from .common import CATEGORY, node_id
+from .common import CATEGORY, check_choices, node_id, require_finite
 
 LOG = logging.getLogger("eye_for_an_eye")
 
@@ -207,6 +207,7 @@ class LoadSAMHQModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, architecture, device) -> io.NodeOutput:
+        check_choices(cls, "Load SAM-HQ Model", architecture=architecture, device=device)
         return io.NodeOutput(load_sam_hq(checkpoint, architecture, device))
 
 

@@ -11,10 +11,11 @@ from ..eye_core.adain import labelled_adain, masked_adain
 from ..eye_core.correspondence import empty_rows, no_token_message, resize_mask
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
-                                  TransferSchedule, choose_layers)
+                                  TransferSchedule, choose_layers, guidance_problem)
 from ..eye_core.transfer import TransferPlan, check_pair
 from . import _comfy
-from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, named, node_id
+from .common import (CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, check_choices, named, node_id,
+                     require_finite)
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
 from .freeu import authors_freeu
@@ -146,6 +147,7 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
                    constraint=None, node=APPLY):
     """Apply Appearance Transfer's work: the patched MODEL clone; errors name ``node``."""
     _comfy.require_unet(model, node)
+    _comfy.check_token_patches(model, node)
     check_trajectories(reference, structure, node, model)
     warn_shared_noise(reference, structure, node)
     with named(node):
@@ -244,6 +246,7 @@ class ApplyAppearanceTransfer(io.ComfyNode):
     def execute(cls, model, reference, structure, injection, layers, rearrange_start, rearrange_end, structure_end,
                 structure_interval, guidance, strength, correspondence=None, target_mask=None,
                 reference_mask=None, constraint=None) -> io.NodeOutput:
+        check_choices(cls, APPLY, injection=injection, layers=layers, guidance=guidance)
         return io.NodeOutput(apply_transfer(model, reference, structure, injection, layers, rearrange_start,
                                             rearrange_end, structure_end, structure_interval, guidance, strength,
                                             correspondence, target_mask, reference_mask, constraint))
@@ -280,7 +283,7 @@ def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=N
     hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
                        _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node), constraint)
     return _comfy.make_sampler(_replay, trajectory=structure, after_step=hook, node=node,
-                               what="the structure trajectory")
+                               what="the structure trajectory", adain_schedule=schedule)
 
 
 class TransferSampler(io.ComfyNode):
@@ -351,6 +354,31 @@ def _best_reference(model, latents, positive, seed, candidates, target_mask, ref
     if reference_mask is not None and reference_mask.ndim == 3 and reference_mask.shape[0] > 1:
         reference_mask = reference_mask[best:best + 1]
     return candidates[best:best + 1], reference_mask, target_features
+
+
+def check_all_in_one(node_class, target, reference, steps, skip_steps, cfg, matching, freeu, target_mask,
+                     reference_mask, target_instances, reference_instances, best_reference):
+    """What the all-in-one can tell is wrong before it inverts anything."""
+    check_choices(node_class, ALL_IN_ONE, matching=matching, freeu=freeu)
+    for what, value in (("target image", target), ("reference image", reference), ("target_mask", target_mask),
+                        ("reference_mask", reference_mask), ("target_instances", target_instances),
+                        ("reference_instances", reference_instances)):
+        require_finite(value, what, ALL_IN_ONE)
+    if skip_steps >= steps:
+        raise ValueError(f"{ALL_IN_ONE}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); lower "
+                         "skip_steps or raise steps.")
+    if (target_instances is None) != (reference_instances is None):
+        raise ValueError(f"{ALL_IN_ONE}: connect instance masks for both images (target_instances and "
+                         "reference_instances), or neither.")
+    if not best_reference and reference.shape[0] not in (1, target.shape[0]):
+        raise ValueError(f"{ALL_IN_ONE}: the reference input holds {reference.shape[0]} images and the target "
+                         f"{target.shape[0]}: connect one reference (or one per target image), or turn best_reference "
+                         "on to use the most similar of several candidate references.")
+    problem = guidance_problem(OFFICIAL, cfg)
+    if problem is not None and problem[0] == "refuse":
+        raise ValueError(f"{ALL_IN_ONE}: {problem[1]}")
+    if problem is not None:
+        _comfy.warn_user(ALL_IN_ONE, problem[1])
 
 
 class AppearanceTransfer(io.ComfyNode):
@@ -428,8 +456,8 @@ class AppearanceTransfer(io.ComfyNode):
                 matching, seed, target_mask=None, reference_mask=None, freeu=AUTHORS_FREEU, target_instances=None,
                 reference_instances=None, pairs="", proxy_parts=0, constraint=None,
                 best_reference=False) -> io.NodeOutput:
-        if freeu not in (AUTHORS_FREEU, MODEL_AS_CONNECTED):
-            raise ValueError(f"{ALL_IN_ONE}: freeu must be {AUTHORS_FREEU!r} or {MODEL_AS_CONNECTED!r}, got {freeu!r}.")
+        check_all_in_one(cls, target, reference, steps, skip_steps, cfg, matching, freeu, target_mask, reference_mask,
+                         target_instances, reference_instances, best_reference)
         if freeu == AUTHORS_FREEU and _comfy.has_output_block_patch(model):
             LOG.warning("%s: the model already carries FreeU (an output-block patch); it is used as connected and "
                         "the authors' FreeU is not added a second time. Set freeu to %r to silence this.", ALL_IN_ONE,
@@ -451,9 +479,6 @@ class AppearanceTransfer(io.ComfyNode):
                 method=EF_DDPM, seed=seed if name == "target" else reference_noise_seed(seed), skip_steps=skip_steps,
                 node=ALL_IN_ONE)
             trajectories[name], starts[name] = trajectory, start
-        if (target_instances is None) != (reference_instances is None):
-            raise ValueError(f"{ALL_IN_ONE}: connect instance masks for both images (target_instances and "
-                             "reference_instances), or neither.")
         automatic = target_instances is not None and not (pairs or "").strip()
         features = None
         if matching == FIXED_DIFT or automatic or proxy_parts > 0:
