@@ -144,3 +144,65 @@ def probe(unet, vae, encode_prompt, seeds=range(16), category: str = "flipped", 
     scores["chance"] = float(np.nanmean(chance))
     scores["positional"] = float(np.nanmean([p["part_accuracy"] for p in positional]))
     return scores
+
+
+# ---------------------------------------------------------------- P1: does attention carry appearance?
+
+METHOD_BLOCKS = (2, 3, 4, 5)  # the demo UNet's two finest decoder attention levels (what the method edits)
+
+
+def decode_images(vae, latents: torch.Tensor) -> np.ndarray:
+    """(N, H, W, 3) float images in 0..1 from model-space latents (the inverse of encode_images)."""
+    with torch.no_grad():
+        x = vae.decode(latents.float() / 0.18215)
+    return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+
+
+def injection_probe(unet, vae, encode_prompt, seeds=range(16), category: str = "flipped", timesteps=(300, 500),
+                    blocks=METHOD_BLOCKS, seed: int = 0) -> dict:
+    """P1: the part-accuracy gain of the one-step x0 prediction when the decoder attention gets the reference.
+
+    For each pair (different palettes), the target is noised to t and its x0 is predicted plainly,
+    with its attention inputs replaced by the reference's along the exact correspondence
+    (``oracle``, the method's injection with a perfect match) and with the reference's keys and
+    values (``implicit``). Returns {"p1_oracle@t", "p1_implicit@t", "pa_plain@t", ...}: gains
+    are the mean part accuracy minus the plain one.
+    """
+    from ..metrics import part_accuracy
+    from ..oracle import oracle_correspondence
+    from .attention_hooks import PairedAttention
+
+    pairs = [make_pair(s, category) for s in seeds]
+    renders = [(render(t), render(r)) for t, r in pairs]
+    b = len(renders)
+    images = np.stack([x[0].image for x in renders] + [x[1].image for x in renders])
+    latents = encode_images(vae, images)
+    prompts = [caption([c.species for c in scene.creatures]) for scene in [p[0] for p in pairs] + [p[1] for p in pairs]]
+    context = encode_prompt(prompts)
+    index = {}
+    for grid in ((16, 16), (8, 8)):
+        rows = [oracle_correspondence(t.labels, t.uv, r.labels, r.uv, grid).index[0] for t, r in renders]
+        index[grid[0] * grid[1]] = torch.stack(rows)
+    generator = torch.Generator().manual_seed(seed)
+    abar = alphas_cumprod()
+    scores = {}
+    with PairedAttention(unet, blocks) as paired, torch.no_grad():
+        for timestep in timesteps:
+            a = abar[timestep]
+            noise = torch.randn(latents.shape, generator=generator)
+            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            t = torch.full((2 * b,), float(timestep))
+            accuracy = {}
+            for mode in ("plain", "inject", "implicit"):
+                paired.configure(b, mode, index)
+                eps = unet(noisy, t, context=context)[:b]
+                x0 = (noisy[:b] - (1 - a).sqrt() * eps) / a.sqrt()
+                decoded = decode_images(vae, x0)
+                accuracy[mode] = float(np.nanmean([part_accuracy(decoded[i], renders[i][0].labels,
+                                                                 renders[i][1].labels, renders[i][1].image)
+                                                   for i in range(b)]))
+            paired.configure()
+            scores[f"pa_plain@{timestep}"] = accuracy["plain"]
+            scores[f"p1_oracle@{timestep}"] = accuracy["inject"] - accuracy["plain"]
+            scores[f"p1_implicit@{timestep}"] = accuracy["implicit"] - accuracy["plain"]
+    return scores
