@@ -96,7 +96,8 @@ def test_the_all_in_one_node_runs_the_authors_freeu_unless_told_otherwise(sd15, 
     plain = run(transfer.AppearanceTransfer, **inputs, freeu=transfer.MODEL_AS_CONNECTED)[1]["samples"]
     assert applied == [sd15]
     assert not torch.allclose(official, plain)
-    with pytest.raises(ValueError, match=r"^Eye-for-an-eye Appearance Transfer: freeu must be"):
+    with pytest.raises(ValueError, match=r"^Eye-for-an-eye Appearance Transfer: freeu is .both., which is not one of "
+                                         r"its options"):
         run(transfer.AppearanceTransfer, **inputs, freeu="both")
 
 
