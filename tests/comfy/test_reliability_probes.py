@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 from eye_test_support.comfy_env import require_comfy
+from eye_test_support.sampling import sample, warnings_in
 
 require_comfy()
 
@@ -42,17 +43,6 @@ def sampler_of(structure, reference, **settings):
                   adain_end=1.0)
     inputs.update(settings)
     return run(transfer.TransferSampler, **inputs)[0]
-
-
-def sample(nodes, model, pos, neg, sampler, sigmas, start, cfg=2.5):
-    (guider,) = nodes.CFGGuider().get_guider(model, pos, neg, cfg)
-    (noise,) = nodes.DisableNoise().get_noise()
-    out, _ = nodes.SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, start)
-    return out["samples"]
-
-
-def warnings_in(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "eye_for_an_eye"]
 
 
 @pytest.fixture

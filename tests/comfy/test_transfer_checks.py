@@ -12,6 +12,7 @@ import logging
 import pytest
 import torch
 from eye_test_support.comfy_env import require_comfy
+from eye_test_support.sampling import sample, warnings_in
 
 require_comfy()
 
@@ -43,17 +44,6 @@ def apply(model, reference, structure, **settings):
 def sampler_of(structure, reference, **masks):
     return run(transfer.TransferSampler, structure=structure, reference=reference,
                adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=1.0, **masks)[0]
-
-
-def sample(nodes, model, pos, neg, sampler, sigmas, start, cfg=2.5):
-    (guider,) = nodes.CFGGuider().get_guider(model, pos, neg, cfg)
-    (noise,) = nodes.DisableNoise().get_noise()
-    out, _ = nodes.SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, start)
-    return out["samples"]
-
-
-def warnings_in(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "eye_for_an_eye"]
 
 
 @pytest.fixture
