@@ -374,11 +374,9 @@ def check_all_in_one(node_class, target, reference, steps, skip_steps, cfg, matc
         raise ValueError(f"{ALL_IN_ONE}: the reference input holds {reference.shape[0]} images and the target "
                          f"{target.shape[0]}: connect one reference (or one per target image), or turn best_reference "
                          "on to use the most similar of several candidate references.")
-    problem = guidance_problem(OFFICIAL, cfg)
+    problem = guidance_problem(OFFICIAL, cfg)  # a refusal now, before two inversions; the sampler warns itself
     if problem is not None and problem[0] == "refuse":
         raise ValueError(f"{ALL_IN_ONE}: {problem[1]}")
-    if problem is not None:
-        _comfy.warn_user(ALL_IN_ONE, problem[1])
 
 
 class AppearanceTransfer(io.ComfyNode):
