@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 from eye_test_support.comfy_env import require_comfy
+from eye_test_support.sampling import all_in_one as _all_in_one
 from eye_test_support.sampling import sample, warnings_in
 
 require_comfy()
@@ -52,14 +53,6 @@ def pair(sd15, tiny):
     target, start, sigmas = invert(sd15, target_latent, pos, neg)
     reference, reference_start, _ = invert(sd15, reference_latent, pos, neg, seed=2)
     return sd15, pos, neg, target, reference, start, sigmas, reference_start
-
-
-def _all_in_one(model, vae, pos, neg, **settings):
-    inputs = dict(model=model, vae=vae, positive=pos, negative=neg, target=torch.rand(1, 64, 64, 3),
-                  reference=torch.rand(1, 64, 64, 3), steps=4, skip_steps=1, inversion_cfg=3.5, cfg=2.5,
-                  matching=transfer.PER_STEP, seed=0)
-    inputs.update(settings)
-    return run(transfer.AppearanceTransfer, **inputs)
 
 
 # ---------------------------------------------------------------- silently wrong results

@@ -12,6 +12,7 @@ import logging
 import pytest
 import torch
 from eye_test_support.comfy_env import require_comfy
+from eye_test_support.sampling import all_in_one as _all_in_one
 from eye_test_support.sampling import sample, warnings_in
 
 require_comfy()
@@ -306,14 +307,6 @@ def test_the_all_in_one_node_inverts_the_reference_with_its_own_seed(sd15, tiny,
 
 
 # ---------------------------------------------------------------- the all-in-one node names itself
-
-def _all_in_one(model, vae, pos, neg, **settings):
-    inputs = dict(model=model, vae=vae, positive=pos, negative=neg, target=torch.rand(1, 64, 64, 3),
-                  reference=torch.rand(1, 64, 64, 3), steps=4, skip_steps=1, inversion_cfg=3.5, cfg=2.5,
-                  matching=transfer.PER_STEP, seed=0)
-    inputs.update(settings)
-    return run(transfer.AppearanceTransfer, **inputs)
-
 
 def test_the_all_in_one_node_names_itself_in_warnings_raised_while_sampling(sd15, tiny, caplog):
     import nodes as comfy_nodes  # ComfyUI's own nodes.py
