@@ -3,7 +3,7 @@
 Edit-friendly inversion already runs the UNet at exactly the latents the reference and
 structure pass through during the transfer, with the same prompt; keeping the decoder
 self-attention inputs seen there saves the transfer two UNet passes per step. The bank
-stores them in fp16 on an offload device under a byte budget: a latent whose layers do
+stores them in fp16 on the CPU (pinned where the UNet runs on CUDA) under a byte budget: a latent whose layers do
 not fit is left out whole, and the transfer recomputes what is missing.
 """
 
@@ -22,12 +22,14 @@ SD15_512_BYTES_PER_STEP = 2 * 2 * 3 * (64 * 64 * 320 + 32 * 32 * 640)
 class FeatureBank:
     """Captured tokens keyed by (latent index in the trajectory, layer, cond/uncond)."""
 
-    def __init__(self, layers, budget_bytes: int, device="cpu", dtype=torch.float16, start_index: int = 0):
+    def __init__(self, layers, budget_bytes: int, device="cpu", dtype=torch.float16, start_index: int = 0,
+                 pin_memory: bool = False):
         self.layers = frozenset(layers)
         self.start_index = int(start_index)  # latents before it are never kept (the transfer does not use them)
         self.budget = int(budget_bytes)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.pin_memory = bool(pin_memory) and self.device.type == "cpu"  # page-locked: fast, async copies to CUDA
         self._tokens = {}
         self._grids = {}
         self._pending = {}
@@ -49,7 +51,11 @@ class FeatureBank:
             return
         rows = tokens.shape[0] // len(kinds)
         for chunk, kind in enumerate(kinds):
-            part = tokens[chunk * rows:(chunk + 1) * rows].detach().to(self.device, self.dtype, copy=True)
+            part = tokens[chunk * rows:(chunk + 1) * rows].detach()
+            if self.pin_memory:
+                part = torch.empty(part.shape, dtype=self.dtype, pin_memory=True).copy_(part)
+            else:
+                part = part.to(self.device, self.dtype, copy=True)
             self._pending[(index, layer, int(kind))] = part
             self._grids[(index, layer, int(kind))] = tuple(grid)
 

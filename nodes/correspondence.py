@@ -10,7 +10,7 @@ from comfy_api.v0_0_2 import io
 from ..eye_core.correspondence import match
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, model_of
 from ..eye_core.visualize import correspondence_colours, warp_image
-from . import _comfy
+from ..comfy_adapter.memory import storage_device
 from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, FEATURES, named, node_id
 
 LATENT_TO_PIXELS = 8  # SD VAEs downscale by 8
@@ -67,7 +67,7 @@ def match_correspondence(target_features, reference_features, target_mask=None, 
             rearranged = warp_image(correspondence, reference_image, size, target_image)
         else:
             rearranged = colours
-    device = _comfy.storage_device()
+    device = storage_device()
     return correspondence.to(device), rearranged.to(device), colours.to(device)
 
 

@@ -47,7 +47,7 @@ class LoadDemoModel(io.ComfyNode):
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        from ..eye_demo.model import load_demo
+        from ..comfy_adapter.demo_model import load_demo
 
         model, clip, vae, _metadata = load_demo()
         return io.NodeOutput(model, clip, vae)

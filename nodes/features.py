@@ -8,7 +8,11 @@ from comfy_api.v0_0_2 import io
 from ..eye_core.features import FeatureMap, ensemble_mean
 from ..eye_core.fingerprint import Origin
 from ..eye_core.visualize import pca_rgb
-from . import _comfy
+from ..comfy_adapter.checks import check_conditioning, check_latent_channels, require_unet
+from ..comfy_adapter.fingerprints import image_print, model_print
+from ..comfy_adapter.memory import storage_device
+from ..comfy_adapter.sampling import timestep_sigma
+from ..comfy_adapter.unet_layout import dift_output_block, output_block_count, unet_block_output
 from .common import CATEGORY, FEATURES, check_choices, node_id, require_finite
 
 AUTO_LEVEL = "auto (DIFT)"
@@ -21,12 +25,12 @@ def _level_options():
 
 def _chosen_block(model, level: str, node: str) -> int:
     if level == AUTO_LEVEL:
-        return _comfy.dift_output_block(model)
+        return dift_output_block(model)
     try:
         block = int(level.rsplit(" ", 1)[-1])
     except ValueError:
         raise ValueError(f"{node}: unknown decoder_level {level!r}; pick one from the list") from None
-    count = _comfy.output_block_count(model)
+    count = output_block_count(model)
     if block >= count:
         raise ValueError(f"{node}: this UNet has output blocks 0 to {count - 1} (SDXL has 9); "
                          f"pick one of those or '{AUTO_LEVEL}'.")
@@ -36,26 +40,26 @@ def _chosen_block(model, level: str, node: str) -> int:
 def extract_features(model, latent, positive, timestep, decoder_level, ensemble_size, seed,
                      node="Extract UNet Features"):
     """Extract UNet Features' work: (FeatureMap, preview IMAGE); errors name ``node``."""
-    _comfy.require_unet(model, node)
+    require_unet(model, node)
     samples = latent["samples"]
     if samples.numel() == 0 or samples.ndim != 4:
         raise ValueError(f"{node}: the latent is empty; connect the LATENT of VAEEncode.")
     require_finite(samples, "latent", node)
-    _comfy.check_latent_channels(model, samples, node)
-    _comfy.check_conditioning(model, positive, "positive", node)
+    check_latent_channels(model, samples, node)
+    check_conditioning(model, positive, "positive", node)
     block = _chosen_block(model, decoder_level, node)
-    origin = Origin(model=_comfy.model_print(model), images=_comfy.image_print(samples))
+    origin = Origin(model=model_print(model), images=image_print(samples))
     batch = samples.shape[0]
     members = samples.repeat(ensemble_size, 1, 1, 1)  # member-major: row e * batch + b
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = torch.randn(members.shape, generator=generator, dtype=torch.float32)
-    sigma = _comfy.timestep_sigma(model, timestep)
-    raw = _comfy.unet_block_output(model, positive, members, sigma, noise, block, seed, node)
-    features = ensemble_mean(raw, batch).to(_comfy.storage_device())
+    sigma = timestep_sigma(model, timestep)
+    raw = unet_block_output(model, positive, members, sigma, noise, block, seed, node)
+    features = ensemble_mean(raw, batch).to(storage_device())
     feature_map = FeatureMap(features=features, layer=f"output block {block}", timestep=int(timestep),
                              latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size), origin=origin)
     image_size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
-    preview = pca_rgb(features, size=image_size).to(_comfy.storage_device())
+    preview = pca_rgb(features, size=image_size).to(storage_device())
     return feature_map, preview
 
 

@@ -7,7 +7,8 @@ import logging
 from comfy_api.v0_0_2 import io
 
 from ..eye_core.freeu import AUTHORS_B1, AUTHORS_B2, AUTHORS_S1, AUTHORS_S2
-from . import _comfy
+from ..comfy_adapter.checks import require_unet
+from ..comfy_adapter.patches import has_output_block_patch, with_authors_freeu
 from .common import CATEGORY, node_id
 
 NODE = "FreeU (authors' variant)"
@@ -16,12 +17,12 @@ LOG = logging.getLogger("eye_for_an_eye")
 
 def authors_freeu(model, b1=AUTHORS_B1, b2=AUTHORS_B2, s1=AUTHORS_S1, s2=AUTHORS_S2, node=NODE):
     """A clone of ``model`` with the authors' FreeU; warns when ComfyUI's FreeU is already on it."""
-    _comfy.require_unet(model, node)
-    if _comfy.has_output_block_patch(model):
+    require_unet(model, node)
+    if has_output_block_patch(model):
         LOG.warning("%s: the model already carries an output-block patch (ComfyUI's FreeU, or the authors' FreeU "
                     "twice?); both will act. Use one FreeU: remove the other, or on Eye-for-an-eye Appearance "
                     "Transfer set freeu to 'none (the model as connected)'.", node)
-    return _comfy.with_authors_freeu(model, b1, b2, s1, s2)
+    return with_authors_freeu(model, b1, b2, s1, s2)
 
 
 class AuthorsFreeU(io.ComfyNode):

@@ -16,7 +16,6 @@ from ..eye_core.instances import (NONE, Instances, MatchConstraint, PairingError
                                   instance_descriptors, pair_automatically, pairing_constraint, parse_pairs,
                                   proxy_parts, rank_exemplars, resize_labels, similarity)
 from ..eye_core.visualize import instance_preview, label_colours, pairs_preview, stamp_number
-from . import _comfy
 from .common import CATEGORY, CONSTRAINT, FEATURES, INSTANCES, named, node_id
 from .correspondence import check_feature_models
 

@@ -12,7 +12,14 @@ from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, Origin, describe_di
 from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
 from ..eye_core.rearrange import LAYER_CHOICES, OFFICIAL_STEPS, TWO_FINEST, TransferSchedule, choose_layers
 from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
-from . import _comfy
+from ..comfy_adapter.checks import (check_conditioning, check_guidance, check_latent_channels, check_sampler_conditioning,
+                                    require_unet)
+from ..comfy_adapter.fingerprints import image_print, model_print, sampling_model_print
+from ..comfy_adapter.memory import feature_store, storage_device
+from ..comfy_adapter.patches import check_token_patches, transfer_plans, with_feature_recorder
+from ..comfy_adapter.progress import check_interrupt, progress_callback, warn_user
+from ..comfy_adapter.sampling import make_sampler, sample_with_cfg, sampler_cfg, sigma_grid
+from ..comfy_adapter.unet_layout import decoder_attention_levels
 from .common import CATEGORY, TRAJECTORY, check_choices, named, node_id, require_finite
 
 # Latents whose values are all below this (in raw VAE units) are treated as empty.
@@ -42,7 +49,7 @@ def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, m
     index_of = {float(s): i for i, s in enumerate(sigmas.tolist())}
 
     def denoise(latent, sigma):
-        _comfy.check_interrupt()
+        check_interrupt()
         if recorder is None:
             return model(latent, sigma * ones, **extra_args)
         recorder.index = index_of[float(sigma)]  # the stored latent this call evaluates
@@ -57,7 +64,7 @@ def _invert(model, x, sigmas, extra_args=None, callback=None, disable=None, *, m
             callback({"x": latent, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
 
     settings = {"cfg": cfg, "total_steps": total_steps, "start_step": skip, "seed": seed}
-    store = _comfy.storage_device()
+    store = storage_device()
     if method == EF_DDPM:
         noise = NoiseStream(seed, x.shape, discard=skip)
         trajectory = invert_edit_friendly(x, sigmas, denoise, noise, on_step, store, **settings)
@@ -77,7 +84,7 @@ def check_sampling_model(sampler_model, trajectory, node: str, what: str = "this
     inverted = model_of(trajectory)
     if inverted is None:
         return
-    sampling = _comfy.sampling_model_print(sampler_model)
+    sampling = sampling_model_print(sampler_model)
     kind = inverted.difference(sampling)
     if kind is None:
         return
@@ -104,15 +111,15 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
     """
     extra_args = {} if extra_args is None else extra_args
     check_sampling_model(model, trajectory, node, what)
-    _comfy.check_sampler_conditioning(model, node)
-    plans = _comfy.transfer_plans(model)
-    _comfy.check_guidance(plans, _comfy.sampler_cfg(model), node)
+    check_sampler_conditioning(model, node)
+    plans = transfer_plans(model)
+    check_guidance(plans, sampler_cfg(model), node)
     for plan in plans:
         for text in plan.schedule.empty_windows(trajectory.steps, adain=False):
-            _comfy.warn_user(plan.node, text)
+            warn_user(plan.node, text)
     if adain_schedule is not None:
         for text in adain_schedule.empty_windows(trajectory.steps, rearrange=False):
-            _comfy.warn_user(node, text)
+            warn_user(node, text)
     try:
         offset = trajectory.locate(sigmas)
         trajectory.check_latent(x, "latent entering it")
@@ -137,7 +144,7 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
     values = sigmas.detach().to("cpu", torch.float64).tolist()
     ones = x.new_ones([x.shape[0]])
     for i in range(len(values) - 1):
-        _comfy.check_interrupt()
+        check_interrupt()
         denoised = model(x, sigmas[i] * ones, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
@@ -166,50 +173,51 @@ def _check_latent(samples: torch.Tensor, node: str):
 def invert_latent(model, latent, positive, negative, steps, cfg, method, seed, skip_steps, capture_features=True,
                   feature_budget_mb=DEFAULT_FEATURE_BUDGET_MB, capture_layers=TWO_FINEST, node="Invert Latent"):
     """Invert Latent's work: (trajectory, start LATENT, SIGMAS); errors name ``node``."""
-    _comfy.require_unet(model, node)
+    require_unet(model, node)
     samples = latent["samples"]
     _check_latent(samples, node)
     require_finite(samples, "latent", node)
     if capture_features:
-        _comfy.check_token_patches(model, node)
-    _comfy.check_latent_channels(model, samples, node)
+        check_token_patches(model, node)
+    check_latent_channels(model, samples, node)
     for name, conditioning in (("positive", positive), ("negative", negative)):
-        _comfy.check_conditioning(model, conditioning, name, node)
+        check_conditioning(model, conditioning, name, node)
     if method not in METHODS:
         raise ValueError(f"{node}: method must be one of {METHODS}, got {method!r}")
     if skip_steps >= steps:
         raise ValueError(f"{node}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); "
                          "lower skip_steps or raise steps.")
-    grid = _comfy.sigma_grid(model)
+    grid = sigma_grid(model)
     if steps > grid.numel() - 1:
         raise ValueError(
             f"{node}: steps is {steps} but this model's noise schedule has only {grid.numel()} timesteps (a "
             f"distilled schedule, such as ModelSamplingDiscrete set to lcm), so at most {grid.numel() - 1} steps "
             f"fit. Lower steps to {grid.numel() - 1} or fewer (and skip_steps below it), or remove the node that "
             "changed the schedule.")
-    origin = Origin(model=_comfy.model_print(model), images=_comfy.image_print(samples))
+    origin = Origin(model=model_print(model), images=image_print(samples))
     with named(node):
         sigmas = inversion_sigmas(grid, steps)[skip_steps:]
-        layers = choose_layers(_comfy.decoder_attention_levels(model), capture_layers) if capture_features else None
+        layers = choose_layers(decoder_attention_levels(model), capture_layers) if capture_features else None
     result = {}
     recorder = None
     sampling_model = model
     if capture_features:
         # the transfer edits nothing before the official rearrange_start: do not spend the budget there
         first = TransferSchedule().first_step(steps - skip_steps)
-        bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, _comfy.offload_device(), start_index=first)
-        sampling_model, recorder = _comfy.with_feature_recorder(model, bank, samples.shape[-2:])
-    sampler = _comfy.make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
+        store, pin = feature_store()
+        bank = FeatureBank(layers, int(feature_budget_mb) * 2**20, store, start_index=first, pin_memory=pin)
+        sampling_model, recorder = with_feature_recorder(model, bank, samples.shape[-2:])
+    sampler = make_sampler(_invert, method=method, seed=seed, skip=skip_steps, cfg=cfg,
                                   total_steps=steps, result=result, recorder=recorder)
-    callback = _comfy.progress_callback(model, steps - skip_steps)
-    start = _comfy.sample_with_cfg(sampling_model, positive, negative, cfg, samples, sampler, sigmas, seed, callback)
+    callback = progress_callback(model, steps - skip_steps)
+    start = sample_with_cfg(sampling_model, positive, negative, cfg, samples, sampler, sigmas, seed, callback)
     trajectory = result["trajectory"]
     trajectory.origin = origin
     if recorder is not None:
         trajectory.features = recorder.bank
         LOG.info("%s: captured features of %s", node, recorder.bank.summary())
     out = latent.copy()
-    out["samples"] = start.to(_comfy.storage_device())
+    out["samples"] = start.to(storage_device())
     return trajectory, out, sigmas.clone()
 
 
@@ -305,7 +313,7 @@ class TrajectorySampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, trajectory) -> io.NodeOutput:
-        return io.NodeOutput(_comfy.make_sampler(_replay, trajectory=trajectory))
+        return io.NodeOutput(make_sampler(_replay, trajectory=trajectory))
 
 
 NODES = [InvertLatent, TrajectorySampler]

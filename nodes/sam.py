@@ -36,8 +36,11 @@ from ..eye_core.masks import (
     union,
 )
 from ..eye_core.visualize import mask_overlay
-from . import _comfy
-from .common import CATEGORY, check_choices, node_id, require_finite
+from ..comfy_adapter.memory import storage_device
+from ..comfy_adapter.progress import check_interrupt, progress_bar
+from ..comfy_adapter.sam_models import (make_room_for, register_sams_folder, release_device_memory, sam_checkpoint_names,
+                                        sam_checkpoint_path, sam_devices)
+from .common import CATEGORY, check_choices, node_id
 
 LOG = logging.getLogger("eye_for_an_eye")
 
@@ -85,7 +88,7 @@ def import_sam_hq():
 
 
 def _missing_checkpoint_message(name: str) -> str:
-    folders = _comfy.register_sams_folder()
+    folders = register_sams_folder()
     expected = ", ".join(CHECKPOINT_NAMES[a] for a in ARCHITECTURES)
     what = "no SAM-HQ checkpoint was found" if name in ("", NO_CHECKPOINT) else f"'{name}' was not found"
     return (
@@ -98,7 +101,7 @@ def _missing_checkpoint_message(name: str) -> str:
 
 
 def _checkpoint_options() -> list[str]:
-    names = _comfy.sam_checkpoint_names()
+    names = sam_checkpoint_names()
     return names if names else [NO_CHECKPOINT]
 
 
@@ -142,10 +145,10 @@ def _architecture(choice: str, name: str, state_dict) -> str:
 def load_sam_hq(name: str, architecture: str = AUTO_ARCHITECTURE, device: str = "auto") -> SamHQModel:
     """Build the SAM-HQ module for a checkpoint of the sams folders and load its weights (on the CPU, fp32)."""
     registry = import_sam_hq().sam_model_registry
-    path = _comfy.sam_checkpoint_path(name) if name != NO_CHECKPOINT else None
+    path = sam_checkpoint_path(name) if name != NO_CHECKPOINT else None
     if path is None or not os.path.isfile(path):
         raise SamCheckpointError(_missing_checkpoint_message(name))
-    compute, offload = _comfy.sam_devices(device)
+    compute, offload = sam_devices(device)
     state_dict = read_state_dict(path)
     if not is_hq_state_dict(state_dict):
         raise ValueError(
@@ -276,13 +279,13 @@ class SAMHQSegment(io.ComfyNode):
         except PromptError as error:
             raise PromptError(f"SAM-HQ Segment: {error}") from None
         module, compute = sam_model.model, sam_model.compute_device
-        pbar = _comfy.progress_bar(batch)
+        pbar = progress_bar(batch)
         results = []
         try:
-            _comfy.make_room_for(module, compute, WORKING_BYTES)
+            make_room_for(module, compute, WORKING_BYTES)
             module.to(compute)
             for index in range(batch):
-                _comfy.check_interrupt()
+                check_interrupt()
                 picture = image[index, ..., :3] if image.shape[-1] >= 3 else image[index].expand(-1, -1, 3)
                 masks = sam_masks(module, picture, prompts, hq_token_only=hq_token_only)
                 if keep_inside_boxes and not prompts.whole_image and prompts.boxes is not None:
@@ -292,8 +295,8 @@ class SAMHQSegment(io.ComfyNode):
         finally:
             module.to(sam_model.offload_device)
             if compute.type != "cpu":
-                _comfy.release_device_memory()
-        store = _comfy.storage_device()
+                release_device_memory()
+        store = storage_device()
         masks = torch.cat(results).to(store)
         merged = union(masks, batch)
         drawn_boxes = None if prompts.whole_image else prompts.boxes

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from comfy_api.v0_0_2 import io
 
 from ..eye_core.adain import labelled_adain, masked_adain
@@ -13,7 +12,13 @@ from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
                                   TransferSchedule, choose_layers, guidance_problem)
 from ..eye_core.transfer import TransferPlan, check_pair
-from . import _comfy
+from ..comfy_adapter.checks import require_unet
+from ..comfy_adapter.fingerprints import model_print
+from ..comfy_adapter.memory import storage_device
+from ..comfy_adapter.patches import check_token_patches, has_output_block_patch, with_transfer_patch
+from ..comfy_adapter.progress import progress_callback
+from ..comfy_adapter.sampling import make_sampler, sample_with_cfg
+from ..comfy_adapter.unet_layout import attention_grids, decoder_attention_levels
 from .common import (CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, check_choices, named, node_id,
                      require_finite)
 from .correspondence import match_correspondence
@@ -76,7 +81,7 @@ def check_trajectories(reference, structure, node, model=None):
     _check_models(model_of(structure), model_of(reference), "the structure trajectory", "the reference trajectory",
                   node, "Invert the target and the reference with the same model (and the same patches).")
     if model is not None:
-        _check_models(model_of(structure), _comfy.model_print(model), "the structure trajectory", "the model", node,
+        _check_models(model_of(structure), model_print(model), "the structure trajectory", "the model", node,
                       "Connect the model both images were inverted with (the same checkpoint and patches), or invert "
                       "them again with this one.")
 
@@ -146,12 +151,12 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
                    structure_interval, guidance, strength, correspondence=None, target_mask=None, reference_mask=None,
                    constraint=None, node=APPLY):
     """Apply Appearance Transfer's work: the patched MODEL clone; errors name ``node``."""
-    _comfy.require_unet(model, node)
-    _comfy.check_token_patches(model, node)
+    require_unet(model, node)
+    check_token_patches(model, node)
     check_trajectories(reference, structure, node, model)
     warn_shared_noise(reference, structure, node)
     with named(node):
-        chosen = choose_layers(_comfy.decoder_attention_levels(model), layers)
+        chosen = choose_layers(decoder_attention_levels(model), layers)
         schedule = TransferSchedule(rearrange_start=rearrange_start, rearrange_end=rearrange_end,
                                     structure_end=structure_end, structure_interval=structure_interval,
                                     adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end)
@@ -170,14 +175,14 @@ def apply_transfer(model, reference, structure, injection, layers, rearrange_sta
     target_mask = _check_mask(target_mask, "target_mask", batch, node)
     reference_mask = _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node)
     _check_mask_tokens(target_mask, "target_mask", "target",
-                       _comfy.attention_grids(model, chosen, structure.latent_shape[-2:]), node)
+                       attention_grids(model, chosen, structure.latent_shape[-2:]), node)
     _check_mask_tokens(reference_mask, "reference_mask", "reference",
-                       _comfy.attention_grids(model, chosen, reference.latent_shape[-2:]), node)
+                       attention_grids(model, chosen, reference.latent_shape[-2:]), node)
     plan = TransferPlan(reference=reference, structure=structure, layers=chosen, schedule=schedule,
                         injection=injection, guidance=guidance, strength=float(strength),
                         correspondence=correspondence, target_mask=target_mask, reference_mask=reference_mask,
                         constraint=constraint, node=node)
-    return _comfy.with_transfer_patch(model, plan)
+    return with_transfer_patch(model, plan)
 
 
 class ApplyAppearanceTransfer(io.ComfyNode):
@@ -282,7 +287,7 @@ def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=N
     batch = structure.latent_shape[0]
     hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
                        _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node), constraint)
-    return _comfy.make_sampler(_replay, trajectory=structure, after_step=hook, node=node,
+    return make_sampler(_replay, trajectory=structure, after_step=hook, node=node,
                                what="the structure trajectory", adain_schedule=schedule)
 
 
@@ -456,7 +461,7 @@ class AppearanceTransfer(io.ComfyNode):
                 best_reference=False) -> io.NodeOutput:
         check_all_in_one(cls, target, reference, steps, skip_steps, cfg, matching, freeu, target_mask, reference_mask,
                          target_instances, reference_instances, best_reference)
-        if freeu == AUTHORS_FREEU and _comfy.has_output_block_patch(model):
+        if freeu == AUTHORS_FREEU and has_output_block_patch(model):
             LOG.warning("%s: the model already carries FreeU (an output-block patch); it is used as connected and "
                         "the authors' FreeU is not added a second time. Set freeu to %r to silence this.", ALL_IN_ONE,
                         MODEL_AS_CONNECTED)
@@ -510,13 +515,13 @@ class AppearanceTransfer(io.ComfyNode):
             structure=trajectories["target"], reference=trajectories["reference"],
             adain_start=OFFICIAL_SCHEDULE.adain_start, adain_end=OFFICIAL_SCHEDULE.adain_end,
             target_mask=target_mask, reference_mask=reference_mask, constraint=constraint, node=ALL_IN_ONE)
-        callback = _comfy.progress_callback(patched, len(sigmas) - 1)
-        samples = _comfy.sample_with_cfg(patched, positive, negative, cfg, starts["target"]["samples"], sampler,
+        callback = progress_callback(patched, len(sigmas) - 1)
+        samples = sample_with_cfg(patched, positive, negative, cfg, starts["target"]["samples"], sampler,
                                          sigmas, seed, callback)
         out = starts["target"].copy()
-        out["samples"] = samples.to(_comfy.storage_device())
+        out["samples"] = samples.to(storage_device())
         image = vae.decode(out["samples"])
-        return io.NodeOutput(image.to(_comfy.storage_device()), out)
+        return io.NodeOutput(image.to(storage_device()), out)
 
 
 NODES = [ApplyAppearanceTransfer, TransferSampler, AppearanceTransfer]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..comfy_env import import_comfyui
+from ...comfy_adapter.bootstrap import import_comfyui
 from .common import RUNS
 
 CARD = Path(__file__).resolve().parents[1] / "card"
@@ -55,16 +55,14 @@ def curves(vae_log, unet_log, probe_log, path: Path):
 
 
 def sample_grid(model, clip, vae, path: Path, per_species: int = 8, seed: int = 1, steps: int = 30, cfg: float = 4.0):
-    import nodes
     from PIL import Image
+
+    from ...comfy_adapter.demo_model import text_to_image
 
     rows = []
     for species in ("bird", "fish"):
-        encode = lambda text: [[clip.encode_from_tokens(clip.tokenize(text)), {}]]  # noqa: E731
-        latent = {"samples": torch.zeros(per_species, 4, 16, 16)}
-        (out,) = nodes.common_ksampler(model, seed, steps, cfg, "euler_ancestral", "normal",
-                                       encode(f"a photo of a {species}"), encode(""), latent)
-        images = vae.decode(out["samples"]).float().clamp(0, 1).numpy()
+        samples = text_to_image(model, clip, f"a photo of a {species}", per_species, seed, steps, cfg)
+        images = vae.decode(samples).float().clamp(0, 1).numpy()
         rows.append(np.concatenate(list(images), axis=1))
     grid = (np.concatenate(rows, axis=0) * 255 + 0.5).astype(np.uint8)
     Image.fromarray(grid).save(path)
@@ -94,7 +92,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import_comfyui()
     torch.set_num_threads(2)
-    from ..model import WEIGHTS, load_demo
+    from ...comfy_adapter.demo_model import load_demo
+    from ..model import WEIGHTS
 
     CARD.mkdir(parents=True, exist_ok=True)
     vae_log = read_log(Path(args.vae_run) / "loss.jsonl")

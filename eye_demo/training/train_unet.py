@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..comfy_env import import_comfyui
+from ...comfy_adapter.bootstrap import import_comfyui
 from .common import RUNS, LossLog, Progress, cosine_lr, cpu_seconds, load_state, save_state, setup_threads
 from .data import render_dataset
 
@@ -84,7 +84,8 @@ def learning_rate(step: int, args, first_step: int) -> float:
 
 def load_vae(args):
     """The frozen VAE: a train_vae result (``vae.pt``) or the VAE inside a model file."""
-    from ..model import WEIGHTS, build_vae_module, read_checkpoint
+    from ...comfy_adapter.demo_model import build_vae_module
+    from ..model import WEIGHTS, read_checkpoint
 
     vae = build_vae_module()
     source = Path(args.vae) if args.vae else None
@@ -137,7 +138,8 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     import_comfyui()
-    from ..model import build_clip, build_unet, encode_prompts, read_checkpoint, save_checkpoint
+    from ...comfy_adapter.demo_model import build_clip, build_unet, encode_prompts
+    from ..model import read_checkpoint, save_checkpoint
     from .attention_hooks import PairedAttention
     from .probe import METHOD_BLOCKS, alphas_cumprod, injection_probe, probe
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from ..comfy_env import import_comfyui
+from ...comfy_adapter.bootstrap import import_comfyui
 from .common import RUNS, LossLog, Progress, cpu_seconds, load_state, save_state, setup_threads
 from .data import render_dataset
 
@@ -105,7 +105,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import_comfyui()
-    from ..model import build_vae_module, latent_scale_for, rescale_vae_latents
+    from ...comfy_adapter.demo_model import build_vae_module
+    from ..model import latent_scale_for, rescale_vae_latents
 
     threads = setup_threads(args.threads)
     from pathlib import Path

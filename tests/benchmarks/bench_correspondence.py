@@ -88,16 +88,18 @@ def main(argv=None):
 
     from eye_for_an_eye.eye_core.trajectory import EF_DDPM
     from eye_for_an_eye.eye_demo.metrics import correspondence_accuracy, positional_matches, token_labels
-    from eye_for_an_eye.eye_demo.model import WEIGHTS, load_demo
+    from eye_for_an_eye.comfy_adapter.demo_model import load_demo
+    from eye_for_an_eye.eye_demo.model import WEIGHTS
     from eye_for_an_eye.eye_demo.pairs import make_pair
     from eye_for_an_eye.eye_demo.render import render
     from eye_for_an_eye.eye_demo.training.data import caption
-    from eye_for_an_eye.nodes import _comfy, features, inversion
+    from eye_for_an_eye.comfy_adapter import unet_layout
+    from eye_for_an_eye.nodes import features, inversion
 
     model, clip, vae, metadata = load_demo(args.weights or WEIGHTS)
     runner = QualityRunner(model, clip, vae)
-    blocks = _comfy.output_block_count(model)
-    levels = _comfy.decoder_attention_levels(model)[:2]
+    blocks = unet_layout.output_block_count(model)
+    levels = unet_layout.decoder_attention_levels(model)[:2]
     timesteps = [int(t) for t in args.timesteps.split(",")]
     seeds = parse_seeds(args.seeds)
     report = {"settings": vars(args), "model_step": metadata.get("step"), "categories": {}}

@@ -206,7 +206,7 @@ def main(argv=None):
     from bench_quality import parse_seeds
     from eye_test_support.quality import QualityRunner, Settings
 
-    from eye_for_an_eye.eye_demo.model import load_demo
+    from eye_for_an_eye.comfy_adapter.demo_model import load_demo
     from eye_for_an_eye.eye_demo.pairs import swapped_pair
     from eye_for_an_eye.eye_core.rearrange import TransferSchedule
 

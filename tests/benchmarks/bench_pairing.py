@@ -136,18 +136,19 @@ def main(argv=None):
     from eye_test_support.quality import QualityRunner, run_node
 
     from eye_for_an_eye.eye_core import instances
-    from eye_for_an_eye.eye_demo.model import load_demo
+    from eye_for_an_eye.comfy_adapter.demo_model import load_demo
     from eye_for_an_eye.eye_demo.pairs import swapped_pair
     from eye_for_an_eye.eye_demo.render import render
     from eye_for_an_eye.eye_demo.training.data import caption
-    from eye_for_an_eye.nodes import _comfy, features
+    from eye_for_an_eye.comfy_adapter import unet_layout
+    from eye_for_an_eye.nodes import features
 
     model, clip, vae, _ = load_demo()
     runner = QualityRunner(model, clip, vae)
     seeds = parse_seeds(args.seeds)
     levels = [int(v) for v in args.levels.split(",")]
     timesteps = [int(v) for v in args.timesteps.split(",")]
-    default = (_comfy.dift_output_block(model), 261, "mean")
+    default = (unet_layout.dift_output_block(model), 261, "mean")
     right = {c: {} for c in CONDITIONS}
     started = time.perf_counter()
     with torch.inference_mode():

@@ -138,7 +138,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from eye_test_support.quality import METHODS, QualityRunner, Settings, summarise
 
-    from eye_for_an_eye.eye_demo.model import WEIGHTS, load_demo
+    from eye_for_an_eye.comfy_adapter.demo_model import load_demo
+    from eye_for_an_eye.eye_demo.model import WEIGHTS
     from eye_for_an_eye.eye_demo.pairs import make_pair
 
     categories = CATEGORY_ORDER if args.category == "all" else tuple(args.category.split(","))

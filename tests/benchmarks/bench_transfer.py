@@ -150,7 +150,7 @@ def authors_model(model, plan):
     import comfy.patcher_extension
     from eye_for_an_eye.eye_core.rearrange import NOTHING, REARRANGE
     from eye_for_an_eye.eye_core.transfer import REFERENCE, STRUCTURE_ROLE
-    from eye_for_an_eye.nodes import _comfy
+    from eye_for_an_eye.comfy_adapter import unet_layout
 
     def wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         sigma = float(t.flatten()[0])
@@ -187,11 +187,11 @@ def authors_model(model, plan):
 
         def __call__(self, n, context, value, extra_options):
             info = extra_options.get(AUTHORS_KEY)
-            if info is None or info.action == NOTHING or _comfy._layer_key(extra_options) not in plan.layers:
+            if info is None or info.action == NOTHING or unet_layout.layer_key(extra_options) not in plan.layers:
                 return n, context, value
             kinds = extra_options["cond_or_uncond"]  # [k, k, k, k', k', k']: output, reference, structure
             groups, rows = len(kinds) // 3, n.shape[0] // len(kinds)
-            grid = _comfy._grid(extra_options, n.shape[1])
+            grid = unet_layout.token_grid(extra_options, n.shape[1])
             role, offset = (REFERENCE, 1) if info.action == REARRANGE else (STRUCTURE_ROLE, 2)
             out_kinds = [kinds[3 * g] for g in range(groups)]
             sources = {(role, int(kind)): (n[(3 * g + offset) * rows:(3 * g + offset + 1) * rows], grid)
@@ -229,7 +229,8 @@ def run_row(args) -> dict:
     import comfy_extras.nodes_custom_sampler as custom
     from eye_for_an_eye.eye_core.transfer import TransferPlan
     from eye_for_an_eye.eye_core.rearrange import TransferSchedule, choose_layers
-    from eye_for_an_eye.nodes import _comfy, inversion, transfer
+    from eye_for_an_eye.comfy_adapter import sampling, unet_layout
+    from eye_for_an_eye.nodes import inversion, transfer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -258,8 +259,8 @@ def run_row(args) -> dict:
         def one_call(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
             return model_fn(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
 
-        grid = _comfy.sigma_grid(model)
-        sample(model, _comfy.make_sampler(one_call), torch.stack([grid[-1], grid[0]]), {"samples": latents["target"]})
+        grid = sampling.sigma_grid(model)
+        sample(model, sampling.make_sampler(one_call), torch.stack([grid[-1], grid[0]]), {"samples": latents["target"]})
 
         for _ in range(args.inner):
             trajectories, start, sigmas = {}, None, None  # the previous repetition's are freed first
@@ -293,7 +294,7 @@ def run_row(args) -> dict:
                     schedule = TransferSchedule(**{k: apply_defaults[k] for k in (
                         "rearrange_start", "rearrange_end", "structure_end", "structure_interval")})
                     plan = TransferPlan(reference=reference, structure=target, schedule=schedule,
-                                        layers=choose_layers(_comfy.decoder_attention_levels(model),
+                                        layers=choose_layers(unet_layout.decoder_attention_levels(model),
                                                              apply_defaults["layers"]),
                                         injection=apply_defaults["injection"], guidance=apply_defaults["guidance"],
                                         strength=float(apply_defaults["strength"]))

@@ -9,7 +9,8 @@ from eye_test_support.comfy_env import require_comfy
 
 require_comfy()
 
-from eye_for_an_eye.nodes import _comfy, freeu, transfer  # noqa: E402
+from eye_for_an_eye.comfy_adapter import fingerprints  # noqa: E402
+from eye_for_an_eye.nodes import freeu, transfer  # noqa: E402
 
 
 def run(node, **inputs):
@@ -46,10 +47,10 @@ def test_its_settings_are_part_of_the_models_fingerprint(sd15):
     one = run(freeu.AuthorsFreeU, model=sd15, b1=1.2, b2=1.4, s1=0.9, s2=0.2)[0]
     again = run(freeu.AuthorsFreeU, model=sd15, b1=1.2, b2=1.4, s1=0.9, s2=0.2)[0]
     other = run(freeu.AuthorsFreeU, model=sd15, b1=1.1, b2=1.4, s1=0.9, s2=0.2)[0]
-    assert _comfy.model_print(one) == _comfy.model_print(again)
-    assert _comfy.model_print(one) != _comfy.model_print(other) != _comfy.model_print(sd15)
-    assert _comfy.model_print(one) != _comfy.model_print(sd15)
-    assert any("AuthorsFreeUPatch" in name for name in _comfy.model_print(one).patch_summary)
+    assert fingerprints.model_print(one) == fingerprints.model_print(again)
+    assert fingerprints.model_print(one) != fingerprints.model_print(other) != fingerprints.model_print(sd15)
+    assert fingerprints.model_print(one) != fingerprints.model_print(sd15)
+    assert any("AuthorsFreeUPatch" in name for name in fingerprints.model_print(one).patch_summary)
 
 
 def test_comfyuis_freeu_stays_usable_and_two_freeus_are_named(sd15, caplog):

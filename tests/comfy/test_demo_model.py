@@ -13,6 +13,7 @@ from eye_test_support.comfy_env import require_comfy
 
 require_comfy()
 
+from eye_for_an_eye.comfy_adapter import demo_model as comfy_demo_model  # noqa: E402
 from eye_for_an_eye.eye_demo import model as demo_model  # noqa: E402
 from eye_for_an_eye.eye_demo.judge import SpeciesJudge  # noqa: E402
 from eye_for_an_eye.eye_demo.render import render  # noqa: E402
@@ -60,7 +61,7 @@ def test_demo_model_is_an_sd15_family_model(demo):
     import comfy.model_base
     import comfy.supported_models
 
-    from eye_for_an_eye.nodes import _comfy
+    from eye_for_an_eye.comfy_adapter import sampling, unet_layout
 
     model, clip, vae = demo
     assert isinstance(model.model, comfy.model_base.BaseModel)
@@ -69,8 +70,8 @@ def test_demo_model_is_an_sd15_family_model(demo):
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     alphas = torch.cumprod(1 - betas, 0)
     reference = ((1 - alphas) / alphas).sqrt()  # SD1.5's scaled-linear schedule
-    assert torch.allclose(_comfy.sigma_grid(model), reference.float(), rtol=1e-4)
-    levels = _comfy.decoder_attention_levels(model)
+    assert torch.allclose(sampling.sigma_grid(model), reference.float(), rtol=1e-4)
+    levels = unet_layout.decoder_attention_levels(model)
     assert len(levels) >= 2  # self-attention at two or more decoder resolutions
     unet = model.model.diffusion_model
     assert all(block.attn2.to_k.in_features == demo_model.CONTEXT_DIM
@@ -119,7 +120,7 @@ def test_samples_are_creatures_of_the_prompted_species(demo, judge, species):
 def test_untrained_weights_fail_the_sample_check(comfy, demo, judge):
     """The same architecture with initial (untrained) weights draws no creatures: the check above has teeth."""
     _, clip, vae = demo
-    untrained = demo_model.load_model(demo_model.build_unet().state_dict())
+    untrained = comfy_demo_model.load_model(comfy_demo_model.build_unet().state_dict())
     images = sample_images(untrained, clip, vae, "a photo of a bird", count=8, seed=7)
     verdicts = [judge.judge(image) for image in images]
     assert sum(p and s == "bird" for p, s in verdicts) < 5

@@ -15,7 +15,8 @@ from eye_test_support.comfy_env import require_comfy
 require_comfy()
 
 from eye_for_an_eye.eye_core.trajectory import EF_DDPM  # noqa: E402
-from eye_for_an_eye.nodes import _comfy, correspondence, features, inversion  # noqa: E402
+from eye_for_an_eye.comfy_adapter import checks, fingerprints  # noqa: E402
+from eye_for_an_eye.nodes import correspondence, features, inversion  # noqa: E402
 
 
 def run(node, **inputs):
@@ -138,32 +139,32 @@ def test_identical_freeu_passes_and_other_patches_warn(sd15, tiny, custom_sample
 
 
 def test_weight_patches_count_as_patches_and_never_change_the_base_print(sd15, tiny):
-    base = _comfy.model_print(sd15)
+    base = fingerprints.model_print(sd15)
     lora = sd15.clone()
     key = "diffusion_model.out.2.weight"  # one of the fingerprinted tensors
     weight = sd15.model.state_dict()[key]
     lora.add_patches({key: (0.1 * torch.ones_like(weight),)}, 0.8)
-    patched = _comfy.model_print(lora)
+    patched = fingerprints.model_print(lora)
     assert patched.difference(base) == "patches" and patched.weights == base.weights
     assert "weight patches on 1 tensors (LoRA or merge)" in patched.patch_summary
     lora.patch_model()  # ComfyUI writes the LoRA into the shared module while that clone is loaded
     try:
         assert not torch.equal(sd15.model.state_dict()[key], weight)
-        assert _comfy.model_print(sd15) == base  # read from the patcher's backup: still the checkpoint's print
-        assert _comfy.model_print(lora) == patched
+        assert fingerprints.model_print(sd15) == base  # read from the patcher's backup: still the checkpoint's print
+        assert fingerprints.model_print(lora) == patched
     finally:
         lora.unpatch_model()
     assert torch.equal(sd15.model.state_dict()[key], weight)
     stronger = sd15.clone()
     stronger.add_patches({key: (0.1 * torch.ones_like(weight),)}, 1.0)
-    assert _comfy.model_print(stronger).patches != patched.patches  # another strength, another print
+    assert fingerprints.model_print(stronger).patches != patched.patches  # another strength, another print
 
 
 def test_a_fingerprint_reads_five_weight_tensors(sd15, monkeypatch):
     sampled = []
-    original = _comfy._tensor_sample
-    monkeypatch.setattr(_comfy, "_tensor_sample", lambda tensor: sampled.append(tensor.numel()) or original(tensor))
-    _comfy.model_print(sd15)
+    original = fingerprints._tensor_sample
+    monkeypatch.setattr(fingerprints, "_tensor_sample", lambda tensor: sampled.append(tensor.numel()) or original(tensor))
+    fingerprints.model_print(sd15)
     total = sum(p.numel() for p in sd15.model.diffusion_model.parameters())
     assert len(sampled) == 5 and sum(sampled) < total / 5
 
@@ -273,7 +274,7 @@ def test_exceptions_do_not_show_the_install_path():
     from eye_for_an_eye.eye_core.masks import PromptError
     from eye_for_an_eye.nodes import sam
 
-    for cls in (_comfy.UnsupportedModelError, sam.SamDependencyError, sam.SamCheckpointError, PromptError):
+    for cls in (checks.UnsupportedModelError, sam.SamDependencyError, sam.SamCheckpointError, PromptError):
         assert execution.full_type_name(cls) == f"eye_for_an_eye.{cls.__name__}"
 
 

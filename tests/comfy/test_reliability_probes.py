@@ -16,6 +16,7 @@ require_comfy()
 
 from eye_for_an_eye.eye_core.rearrange import IMPLICIT, OFFICIAL, SYMMETRIC, TWO_FINEST, TransferSchedule  # noqa: E402
 from eye_for_an_eye.eye_core.trajectory import EF_DDPM  # noqa: E402
+from eye_for_an_eye.comfy_adapter import patches  # noqa: E402
 from eye_for_an_eye.nodes import correspondence, features, inversion, sam, transfer  # noqa: E402
 
 OFFICIAL_SCHEDULE = TransferSchedule()
@@ -64,7 +65,7 @@ def test_the_modular_graph_with_its_widget_defaults_equals_the_all_in_one(pair, 
     exact = apply(model, reference, target, rearrange_start=OFFICIAL_SCHEDULE.rearrange_start,
                   structure_end=OFFICIAL_SCHEDULE.structure_end,
                   structure_interval=OFFICIAL_SCHEDULE.structure_interval)
-    plans = [transfer._comfy.transfer_plans(m)[0] for m in (rounded, exact)]
+    plans = [patches.transfer_plans(m)[0] for m in (rounded, exact)]
     assert plans[0].schedule == plans[1].schedule == OFFICIAL_SCHEDULE
     a = sample(custom_sampler_nodes, rounded, pos, neg, sampler_of(target, reference), sigmas, start)
     b = sample(custom_sampler_nodes, exact, pos, neg, sampler_of(target, reference,

@@ -22,7 +22,6 @@ from eye_test_support import comfy_env, tiny_sam  # noqa: E402
 
 from eye_for_an_eye import nodes as pack_nodes  # noqa: E402
 from eye_for_an_eye.eye_core.masks import PromptError, sam_masks  # noqa: E402
-from eye_for_an_eye.nodes import _comfy  # noqa: E402
 from eye_for_an_eye.nodes import sam as sam_nodes  # noqa: E402
 
 if not tiny_sam.sam_hq_available():
@@ -281,7 +280,7 @@ def test_segment_a_batch_with_two_boxes_one_reaching_outside(loaded, monkeypatch
         return sam_masks(module, image, prompts, **kwargs)
 
     monkeypatch.setattr(loaded.model, "to", to)
-    monkeypatch.setattr(_comfy, "progress_bar", Bar)
+    monkeypatch.setattr(sam_nodes, "progress_bar", Bar)
     monkeypatch.setattr(sam_nodes, "sam_masks", spy_masks)
     image = picture(batch=2)
     masks, merged, preview = segment(loaded, image, boxes="8,8,72,64\n-40,30,300,90")
@@ -350,7 +349,7 @@ def test_interrupting_returns_the_model_to_its_idle_device(loaded, monkeypatch):
             raise Interrupted()
 
     monkeypatch.setattr(loaded.model, "to", to)
-    monkeypatch.setattr(_comfy, "check_interrupt", check)
+    monkeypatch.setattr(sam_nodes, "check_interrupt", check)
     with pytest.raises(Interrupted):
         segment(loaded, picture(batch=3), boxes="0,0,50,50")
     assert len(checks) == 2 and moves == ["cpu", "cpu"]

@@ -19,7 +19,7 @@ from eye_for_an_eye.eye_demo.training.probe import METHOD_BLOCKS  # noqa: E402
 
 @pytest.fixture(scope="module")
 def unet(comfy):
-    from eye_for_an_eye.eye_demo.model import build_unet
+    from eye_for_an_eye.comfy_adapter.demo_model import build_unet
 
     torch.manual_seed(0)
     return build_unet().eval()

@@ -19,7 +19,8 @@ require_comfy()
 
 from eye_for_an_eye.eye_core.rearrange import OFFICIAL, SYMMETRIC, TWO_FINEST, TransferSchedule  # noqa: E402
 from eye_for_an_eye.eye_core.trajectory import EF_DDPM  # noqa: E402
-from eye_for_an_eye.nodes import _comfy, correspondence, features, inversion, transfer  # noqa: E402
+from eye_for_an_eye.comfy_adapter import fingerprints  # noqa: E402
+from eye_for_an_eye.nodes import correspondence, features, inversion, transfer  # noqa: E402
 
 OFFICIAL_SCHEDULE = TransferSchedule()
 
@@ -97,8 +98,8 @@ def test_the_transfer_patch_keeps_the_models_print_and_freeu_passes(sd15, tiny, 
         patched = apply(again, reference, target)
         once_more = apply(patched, reference, target)  # stacked: each patch leaves the print alone
         out = sample(custom_sampler_nodes, once_more, pos, neg, sampler_of(target, reference), sigmas, start)
-    assert _comfy.model_print(patched) == _comfy.model_print(again) == _comfy.model_print(once_more)
-    assert _comfy.model_print(again) == target.origin.model
+    assert fingerprints.model_print(patched) == fingerprints.model_print(again) == fingerprints.model_print(once_more)
+    assert fingerprints.model_print(again) == target.origin.model
     assert torch.isfinite(out).all() and warnings_in(caplog) == []
     # without FreeU: runs, with a warning naming the patches
     with caplog.at_level(logging.WARNING, logger="eye_for_an_eye"):

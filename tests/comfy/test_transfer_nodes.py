@@ -14,7 +14,8 @@ import comfy.patcher_extension  # noqa: E402
 
 from eye_for_an_eye.eye_core.rearrange import OFFICIAL, SYMMETRIC, TWO_FINEST, TransferSchedule  # noqa: E402
 from eye_for_an_eye.eye_core.trajectory import EF_DDPM  # noqa: E402
-from eye_for_an_eye.nodes import _comfy, inversion, transfer  # noqa: E402
+from eye_for_an_eye.comfy_adapter import patches  # noqa: E402
+from eye_for_an_eye.nodes import inversion, transfer  # noqa: E402
 
 OFFICIAL_SCHEDULE = TransferSchedule()
 
@@ -211,7 +212,7 @@ def test_official_mode_edits_exactly_the_rows_method_names(pair, custom_sampler_
 
     def after(n, context, value, extra_options):
         old = extra_options.pop("_eye_test_n")
-        states = [v for k, v in extra_options.items() if k.startswith(_comfy._CALL)]
+        states = [v for k, v in extra_options.items() if k.startswith(patches.CALL_PREFIX)]
         state = states[0] if states else None
         if state is not None and state.capture_role is None and state.info.action != "nothing":
             kinds = extra_options["cond_or_uncond"]
@@ -359,13 +360,13 @@ def test_interrupt_mid_sampling_leaves_the_model_clean_and_frees_features(pair, 
     model, pos, neg, target, reference, start, sigmas = pair
     target.features, reference.features = None, None  # force recomputed (cached per call) features
     states = []
-    original_init = _comfy._CallState.__init__
+    original_init = patches._CallState.__init__
 
     def tracking_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         states.append(weakref.ref(self))
 
-    monkeypatch.setattr(_comfy._CallState, "__init__", tracking_init)
+    monkeypatch.setattr(patches._CallState, "__init__", tracking_init)
     options_before = copy.deepcopy(model.model_options)
     patched = apply(model, reference, target, rearrange_start=0.0)
     calls = []

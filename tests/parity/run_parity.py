@@ -208,16 +208,16 @@ def _zero_last_noise(trajectory):
 
 def _redenoised(trajectory, model, positive, negative, comfy_nodes):
     """The trajectory's rows as the authors' pipeline carries them: re-denoised at cfg 2.5 with its noise maps."""
-    inversion, comfy_glue = comfy_nodes
+    inversion, sampling = comfy_nodes
     steps = []
 
     def record(step, total, index, x):
         steps.append(x.detach().to("cpu", torch.float32).clone())
         return x
 
-    sampler = comfy_glue.make_sampler(inversion._replay, trajectory=trajectory, after_step=record)
+    sampler = sampling.make_sampler(inversion._replay, trajectory=trajectory, after_step=record)
     start = trajectory.latents[0] / 0.18215  # raw VAE-space start, as Invert Latent hands it out
-    comfy_glue.sample_with_cfg(model, positive, negative, CFG, start, sampler, trajectory.sigmas, 0)
+    sampling.sample_with_cfg(model, positive, negative, CFG, start, sampler, trajectory.sigmas, 0)
     latents = torch.stack([trajectory.latents[0]] + steps)
     return dataclasses.replace(trajectory, latents=latents, features=None)
 
@@ -297,7 +297,7 @@ def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit
     from eye_for_an_eye.eye_core import rearrange as rearrange_module
     from eye_for_an_eye.eye_core.rearrange import OFFICIAL, TWO_FINEST
     from eye_for_an_eye.eye_core.trajectory import EF_DDPM
-    from eye_for_an_eye.nodes import _comfy as comfy_glue
+    from eye_for_an_eye.comfy_adapter import sampling
     from eye_for_an_eye.nodes import inversion, transfer
 
     capture = "fp32_features" not in switches
@@ -309,7 +309,7 @@ def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit
         if "last_noise" in switches:
             trajectory = _zero_last_noise(trajectory)
         if "drift" in switches:
-            trajectory = _redenoised(trajectory, model, positive, negative, (inversion, comfy_glue))
+            trajectory = _redenoised(trajectory, model, positive, negative, (inversion, sampling))
         trajectories[role] = trajectory
         if role == "struct":
             start, sigmas = start_latent, role_sigmas
@@ -329,7 +329,7 @@ def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit
     matching = mock.patch.object(rearrange_module, "match", audit(rearrange_module.match)) if audit else \
         contextlib.nullcontext()
     with matching:
-        final = comfy_glue.sample_with_cfg(patched, positive, negative, CFG, start["samples"], sampler, sigmas, 0,
+        final = sampling.sample_with_cfg(patched, positive, negative, CFG, start["samples"], sampler, sigmas, 0,
                                            callback=callback)
     seconds = time.perf_counter() - started
     final_model = final.to("cpu", torch.float32) * 0.18215

@@ -1,18 +1,21 @@
 """Find the ComfyUI tree the integration tests use and import it in-process (CPU)."""
 
-import os
 import sys
 from pathlib import Path
 
 
 def comfyui_path() -> Path:
     """Where ComfyUI is expected: $COMFYUI_PATH, else comfy-cli's default ~/comfy/ComfyUI."""
-    return Path(os.environ.get("COMFYUI_PATH") or Path.home() / "comfy" / "ComfyUI")
+    from eye_for_an_eye.comfy_adapter import bootstrap
+
+    return bootstrap.default_comfyui_path()
 
 
 def comfyui_available() -> bool:
     """True when a ComfyUI source tree is laid out at comfyui_path()."""
-    return (comfyui_path() / "comfy" / "model_patcher.py").is_file()
+    from eye_for_an_eye.comfy_adapter import bootstrap
+
+    return bootstrap.is_comfyui(comfyui_path())
 
 
 def skip_reason() -> str:
@@ -20,21 +23,10 @@ def skip_reason() -> str:
 
 
 def import_comfy():
-    """Put ComfyUI on sys.path and import it for CPU use, as `main.py --cpu` would set it up."""
-    root = str(comfyui_path())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import utils.extra_config  # noqa: F401  (ComfyUI's utils package, as main.py imports it first)
-    import comfy.options
+    """Import ComfyUI for CPU use through the pack's one bootstrap, as `main.py --cpu` would set it up."""
+    from eye_for_an_eye.comfy_adapter import bootstrap
 
-    comfy.options.enable_args_parsing(False)
-    from comfy.cli_args import args
-
-    args.cpu = True
-    args.use_pytorch_cross_attention = True
-    import comfy.model_management  # noqa: F401  (device set-up reads args at import)
-    import comfy.samplers  # noqa: F401
-    return root
+    return str(bootstrap.import_comfyui(comfyui_path(), cpu=True))
 
 
 def require_comfy():
@@ -48,8 +40,6 @@ def require_comfy():
 
 def import_comfy_or_exit():
     """For benchmark scripts: import ComfyUI for CPU use, or exit saying where it was looked for."""
-    import sys
-
     if not comfyui_available():
         sys.exit(skip_reason())
     return import_comfy()

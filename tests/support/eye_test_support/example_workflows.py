@@ -8,7 +8,6 @@ change, regenerate the thumbnails with tests/browser/make_thumbnails.py.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -323,13 +322,10 @@ def object_info_in_process() -> dict:
 
     load_pack(REPO)
     comfy_env.import_comfy()
-    import nodes
+    from eye_for_an_eye.comfy_adapter import headless
 
-    from eye_for_an_eye.demo import object_info
-
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    asyncio.run(nodes.load_custom_node(str(REPO)))
-    return object_info(list(nodes.NODE_CLASS_MAPPINGS))
+    headless.load_nodes(REPO)
+    return headless.object_info(sorted(headless.node_types()))
 
 
 GENERATED = {"appearance_transfer.json": modular_workflow, "appearance_transfer_simple.json": simple_workflow,
