@@ -1,4 +1,4 @@
-"""AdaIN and masked AdaIN on latents (METHOD.md §4).
+"""AdaIN and masked AdaIN on latents (docs/METHOD.md §4).
 
 Near the end of generation the output latent is renormalised, channel by channel, to
 the reference latent's mean and standard deviation, so the global colour statistics of

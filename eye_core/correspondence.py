@@ -1,9 +1,9 @@
 """Dense semantic correspondence: mask-aware cosine nearest neighbours, chunked.
 
-One matcher serves both sources of correspondence the pack offers (METHOD.md §3, §5):
+One matcher serves both sources of correspondence the pack offers (docs/METHOD.md §3, §5):
 fixed matching on DIFT feature maps ``(B, C, h, w)`` and per-step matching on the
 self-attention inputs ``(B, N, C)`` inside sampling. It replaces the authors' per-pixel
-Python loop (METHOD.md §9) by one normalised matrix product and an argmax, and returns
+Python loop (docs/METHOD.md §9) by one normalised matrix product and an argmax, and returns
 the same indices.
 
 Semantics (the contract the tests pin down)
@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+from einops import rearrange
 import torch.nn.functional as F
 
 from .instances import resize_labels
@@ -189,7 +190,7 @@ def _as_tokens(x, grid, name):
                 f"{name}_grid={tuple(grid)} does not agree with the {name} feature map of shape "
                 f"{tuple(x.shape)} (B, C, h, w); leave {name}_grid out for maps."
             )
-        return x.flatten(2).transpose(1, 2), (h, w)
+        return rearrange(x, "b c h w -> b (h w) c"), (h, w)
     if x.ndim == 3:
         if grid is None:
             raise ValueError(
@@ -568,7 +569,7 @@ class Correspondence:
                     f"(B, C, {h_r}, {w_r}) for the reference grid {self.reference_grid}. Resample the "
                     f"correspondence to the features' grid first."
                 )
-            ref = reference_tokens.flatten(2).transpose(1, 2)
+            ref = rearrange(reference_tokens, "b c h w -> b (h w) c")
         elif reference_tokens.ndim == 3 and reference_tokens.shape[1] == n_r:
             ref = reference_tokens
         else:
@@ -586,7 +587,7 @@ class Correspondence:
                         f"fallback has shape {tuple(fallback.shape)}; expected (B, {C}, {h_t}, {w_t}), "
                         f"the target's own features at the target grid."
                     )
-                fb = fallback.flatten(2).transpose(1, 2)
+                fb = rearrange(fallback, "b c h w -> b (h w) c")
             else:
                 if fallback.ndim != 3 or tuple(fallback.shape[1:]) != (n_t, C):
                     raise ValueError(
@@ -608,7 +609,7 @@ class Correspondence:
         other = torch.zeros((), dtype=ref.dtype, device=ref.device) if fb is None else fb.to(ref.device, ref.dtype)
         out = torch.where(keep, out, other)
         if is_map:
-            out = out.transpose(1, 2).reshape(B, C, h_t, w_t)
+            out = rearrange(out, "b (h w) c -> b c h w", h=h_t, w=w_t)
         return out
 
     # ----------------------------------------------------------------- resample

@@ -1,4 +1,4 @@
-"""FreeU as the authors' UNet applies it (METHOD.md: backbone), in plain torch.
+"""FreeU as the authors' UNet applies it (docs/METHOD.md §7), in plain torch.
 
 The authors run SD1.5 through a UNet that, at the entry of each decoder up-block (before
 the skip connection is concatenated), scales the first half of the main path's channels

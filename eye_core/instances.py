@@ -169,49 +169,19 @@ def similarity(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 def assignment(cost: torch.Tensor) -> list[int]:
     """Minimum-cost assignment of rows to distinct columns (rows <= columns): column per row.
 
-    The Hungarian method with potentials (O(n^2 m)); exact, for the handful of instances a
-    scene has.
+    scipy's linear_sum_assignment (exact; scipy comes with ComfyUI), with the pack's checks in
+    front so a bad cost says what is wrong instead of scipy's generic error.
     """
+    from scipy.optimize import linear_sum_assignment
+
     n, m = cost.shape
     if n > m:
         raise ValueError(f"assignment needs rows <= columns, got {n} x {m}")
-    if not bool(torch.isfinite(cost).all()):  # a NaN never wins a comparison: the search would never end
+    if not bool(torch.isfinite(cost).all()):
         raise ValueError("assignment needs finite costs; the similarities hold NaN or infinity (features with NaN?)")
-    a = cost.double().tolist()
-    inf = float("inf")
-    u, v = [0.0] * (n + 1), [0.0] * (m + 1)
-    p, way = [0] * (m + 1), [0] * (m + 1)  # p[j]: row (1-based) assigned to column j
-    for i in range(1, n + 1):
-        p[0], j0 = i, 0
-        minv, used = [inf] * (m + 1), [False] * (m + 1)
-        while True:
-            used[j0] = True
-            i0, delta, j1 = p[j0], inf, 0
-            for j in range(1, m + 1):
-                if not used[j]:
-                    current = a[i0 - 1][j - 1] - u[i0] - v[j]
-                    if current < minv[j]:
-                        minv[j], way[j] = current, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    columns = [0] * n
-    for j in range(1, m + 1):
-        if p[j]:
-            columns[p[j] - 1] = j - 1
-    return columns
+    rows, columns = linear_sum_assignment(cost.detach().double().cpu().numpy())
+    by_row = dict(zip(rows.tolist(), columns.tolist()))
+    return [by_row[i] for i in range(n)]
 
 
 def pair_automatically(scores: torch.Tensor) -> list[int]:

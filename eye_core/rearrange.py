@@ -1,4 +1,4 @@
-"""Feature rearrangement: which step, which rows, which features (METHOD.md §3 and §8).
+"""Feature rearrangement: which step, which rows, which features (docs/METHOD.md §3 and §8).
 
 At the chosen decoder self-attention layers, the output's attention inputs are replaced
 by the reference's, gathered along a correspondence (rearrangement), or on a few early
@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 
 from .correspondence import Correspondence, match
 
@@ -31,7 +32,7 @@ INJECTION_MODES = (FEATURE, VALUE, KEY_VALUE, IMPLICIT)
 # Cross-Image Attention sharpens its attention maps: p' = clip((p - mean_row(p)) * 1.67 + mean_row(p), 0, 1).
 CIA_CONTRAST = 1.67
 
-# Guidance treatments (METHOD.md §8).
+# Guidance treatments (docs/METHOD.md §8).
 OFFICIAL = "official (asymmetric)"
 SYMMETRIC = "symmetric"
 GUIDANCE_MODES = (OFFICIAL, SYMMETRIC)
@@ -231,8 +232,8 @@ def cross_image_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hea
     """
     batch, n_q, width = q.shape
     d = width // heads
-    k = k.expand(batch, -1, -1).reshape(batch, -1, heads, d).transpose(1, 2)
-    v = v.expand(batch, -1, -1).reshape(batch, -1, heads, d).transpose(1, 2)
+    k = rearrange(k.expand(batch, -1, -1), "b n (h d) -> b h n d", h=heads)
+    v = rearrange(v.expand(batch, -1, -1), "b n (h d) -> b h n d", h=heads)
     bias = None
     if key_mask is not None:
         keep = key_mask.to(q.device).expand(batch, -1)
@@ -241,7 +242,7 @@ def cross_image_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hea
         bias = bias[:, None, None, :]
     out = []
     for start in range(0, n_q, chunk):
-        part = q[:, start:start + chunk].reshape(batch, -1, heads, d).transpose(1, 2)
+        part = rearrange(q[:, start:start + chunk], "b n (h d) -> b h n d", h=heads)
         logits = (part.float() @ k.float().transpose(-1, -2)) / math.sqrt(d)
         if bias is not None:
             logits = logits + bias
@@ -252,7 +253,7 @@ def cross_image_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hea
             probs = ((probs - mean) * contrast + mean).clamp(0.0, 1.0)
             if bias is not None:
                 probs = probs.masked_fill(~torch.isfinite(bias), 0.0)
-        out.append((probs @ v.float()).transpose(1, 2).reshape(batch, -1, heads * d))
+        out.append(rearrange(probs @ v.float(), "b h n d -> b n (h d)"))
     return torch.cat(out, dim=1).to(q.dtype)
 
 

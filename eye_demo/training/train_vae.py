@@ -135,7 +135,6 @@ def main(argv=None):
 
     progress = Progress(args.steps, step, "VAE")
     started, cpu_started, running = time.time(), cpu_seconds(), []
-    size = images.shape[1]
     while step < args.steps:
         index = torch.randint(0, len(images), (args.batch,), generator=generator)
         batch = busy_crops(images[index.numpy()], args.crop, generator)

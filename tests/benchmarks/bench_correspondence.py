@@ -87,7 +87,7 @@ def main(argv=None):
     from eye_test_support.quality import QualityRunner, run_node
 
     from eye_for_an_eye.eye_core.trajectory import EF_DDPM
-    from eye_for_an_eye.eye_demo.metrics import correspondence_accuracy, positional_matches, token_labels
+    from eye_for_an_eye.eye_demo.metrics import correspondence_accuracy, positional_matches
     from eye_for_an_eye.comfy_adapter.demo_model import load_demo
     from eye_for_an_eye.eye_demo.model import WEIGHTS
     from eye_for_an_eye.eye_demo.pairs import make_pair

@@ -17,7 +17,7 @@ from eye_test_support.sampling import sample, warnings_in
 
 require_comfy()
 
-from eye_for_an_eye.eye_core.rearrange import OFFICIAL, SYMMETRIC, TWO_FINEST, TransferSchedule  # noqa: E402
+from eye_for_an_eye.eye_core.rearrange import SYMMETRIC, TWO_FINEST, TransferSchedule  # noqa: E402
 from eye_for_an_eye.eye_core.trajectory import EF_DDPM  # noqa: E402
 from eye_for_an_eye.comfy_adapter import fingerprints  # noqa: E402
 from eye_for_an_eye.nodes import correspondence, features, inversion, transfer  # noqa: E402

@@ -427,8 +427,8 @@ def test_resample_nearest_mode_is_pure_inheritance():
     result = match(target, torch.flip(target, dims=[-1]))
     up = result.resample((64, 64), (64, 64), mode="nearest")
     # every new token takes its containing old token's match, mapped by centre scaling
-    I = torch.arange(64)
-    old = (I // 2)[:, None] * 32 + (I // 2)[None, :]
+    rows = torch.arange(64)
+    old = (rows // 2)[:, None] * 32 + (rows // 2)[None, :]
     old_idx = result.index[0, old.reshape(-1)]
     ry, rx = old_idx // 32, old_idx % 32
     expected = (2 * ry + 1) * 64 + (2 * rx + 1)
@@ -481,16 +481,16 @@ def test_resample_keeps_unmatched_and_masks():
     result = match(target + 0.1 * torch.randn(target.shape, generator=g), torch.flip(target, dims=[-1]),
                    t_mask, r_mask)
     up = result.resample((64, 64), (64, 64))
-    I = torch.arange(64) // 2
-    t_up = t_mask[I][:, I]
-    r_up = r_mask[I][:, I]
+    half = torch.arange(64) // 2
+    t_up = t_mask[half][:, half]
+    r_up = r_mask[half][:, half]
     assert torch.equal(up.target_mask[0], t_up)
     assert torch.equal(up.reference_mask[0], r_up)
     assert torch.equal(up.matched[0], t_up.reshape(-1))
     # upsampled matches stay inside the (resampled) reference mask
     assert r_up.reshape(-1)[up.index[0, up.matched[0]]].all()
     # scores and mutual flags are inherited from the nearest old token
-    old = (I[:, None] * 32 + I[None, :]).reshape(-1)
+    old = (half[:, None] * 32 + half[None, :]).reshape(-1)
     assert torch.equal(up.score[0], result.score[0, old])
     assert torch.equal(up.mutual[0], result.mutual[0, old])
     down = result.resample((16, 16), (16, 16))

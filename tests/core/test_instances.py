@@ -122,14 +122,16 @@ def test_automatic_pairing_lets_one_reference_serve_several_targets():
     assert instances.pair_automatically(instances.similarity(target, reference)) == [1, 0, 1]
 
 
-def test_assignment_is_optimal_against_every_permutation():
-    g = torch.Generator().manual_seed(6)
+@pytest.mark.parametrize("rows, columns", [(4, 5), (3, 3), (1, 4), (5, 6)])
+def test_assignment_is_optimal_against_every_permutation(rows, columns):
+    g = torch.Generator().manual_seed(6 + rows * columns)
     for _ in range(20):
-        cost = torch.rand(4, 5, generator=g)
-        columns = instances.assignment(cost)
-        best = min(sum(float(cost[i, p[i]]) for i in range(4)) for p in itertools.permutations(range(5), 4))
-        assert sum(float(cost[i, c]) for i, c in enumerate(columns)) == pytest.approx(best)
-        assert len(set(columns)) == 4
+        cost = torch.rand(rows, columns, generator=g)
+        chosen = instances.assignment(cost)
+        best = min(sum(float(cost[i, p[i]]) for i in range(rows))
+                   for p in itertools.permutations(range(columns), rows))
+        assert sum(float(cost[i, c]) for i, c in enumerate(chosen)) == pytest.approx(best)
+        assert len(set(chosen)) == rows
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
