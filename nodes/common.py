@@ -62,3 +62,23 @@ def require_finite(tensor, what: str, node: str):
                          "node that produced it (a VAE in fp16 can overflow: try --fp32-vae or a tiled decode) "
                          "or load the image again.")
     return tensor
+
+
+def step_counts_problem(node_class, node: str, steps, skip_steps) -> str | None:
+    """Why ``steps`` / ``skip_steps`` cannot run (None when they can), for the prompt's validation.
+
+    A node that declares these two inputs in ``validate_inputs`` takes over ComfyUI's own
+    min/max check of them, so the schema's ranges are checked here as well. Either value is
+    None when it comes from a link: only the run itself can check it then.
+    """
+    if steps is None or skip_steps is None:
+        return None
+    ranges = {entry.id: entry for entry in node_class.define_schema().inputs if entry.id in ("steps", "skip_steps")}
+    for name, value in (("steps", steps), ("skip_steps", skip_steps)):
+        low, high = getattr(ranges[name], "min", None), getattr(ranges[name], "max", None)
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{node}: {name} is {value}, outside its range {low} to {high}."
+    if skip_steps >= steps:
+        return (f"{node}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); lower skip_steps or raise "
+                "steps.")
+    return None

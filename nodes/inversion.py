@@ -20,7 +20,7 @@ from ..comfy_adapter.patches import check_token_patches, transfer_plans, with_fe
 from ..comfy_adapter.progress import check_interrupt, progress_callback, warn_user
 from ..comfy_adapter.sampling import make_sampler, sample_with_cfg, sampler_cfg, sigma_grid
 from ..comfy_adapter.unet_layout import decoder_attention_levels
-from .common import CATEGORY, TRAJECTORY, check_choices, named, node_id, require_finite
+from .common import CATEGORY, TRAJECTORY, check_choices, named, node_id, require_finite, step_counts_problem
 
 # Latents whose values are all below this (in raw VAE units) are treated as empty.
 EMPTY_LATENT_ATOL = 1e-8
@@ -184,9 +184,9 @@ def invert_latent(model, latent, positive, negative, steps, cfg, method, seed, s
         check_conditioning(model, conditioning, name, node)
     if method not in METHODS:
         raise ValueError(f"{node}: method must be one of {METHODS}, got {method!r}")
-    if skip_steps >= steps:
-        raise ValueError(f"{node}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); "
-                         "lower skip_steps or raise steps.")
+    problem = step_counts_problem(InvertLatent, node, steps, skip_steps)
+    if problem:
+        raise ValueError(problem)
     grid = sigma_grid(model)
     if steps > grid.numel() - 1:
         raise ValueError(
@@ -280,6 +280,11 @@ class InvertLatent(io.ComfyNode):
                                  "end (the model's smallest sigma, kept above zero so the last step is exact)."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, steps=None, skip_steps=None):
+        """Refuses skip_steps >= steps when the prompt is queued, before any node runs."""
+        return step_counts_problem(cls, "Invert Latent", steps, skip_steps) or True
 
     @classmethod
     def execute(cls, model, latent, positive, negative, steps, cfg, method, seed, skip_steps, capture_features=True,

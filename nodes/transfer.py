@@ -20,7 +20,7 @@ from ..comfy_adapter.progress import progress_callback
 from ..comfy_adapter.sampling import make_sampler, sample_with_cfg
 from ..comfy_adapter.unet_layout import attention_grids, decoder_attention_levels
 from .common import (CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, check_choices, named, node_id,
-                     require_finite)
+                     require_finite, step_counts_problem)
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
 from .freeu import authors_freeu
@@ -369,9 +369,9 @@ def check_all_in_one(node_class, target, reference, steps, skip_steps, cfg, matc
                         ("reference_mask", reference_mask), ("target_instances", target_instances),
                         ("reference_instances", reference_instances)):
         require_finite(value, what, ALL_IN_ONE)
-    if skip_steps >= steps:
-        raise ValueError(f"{ALL_IN_ONE}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); lower "
-                         "skip_steps or raise steps.")
+    problem = step_counts_problem(node_class, ALL_IN_ONE, steps, skip_steps)
+    if problem:
+        raise ValueError(problem)
     if (target_instances is None) != (reference_instances is None):
         raise ValueError(f"{ALL_IN_ONE}: connect instance masks for both images (target_instances and "
                          "reference_instances), or neither.")
@@ -453,6 +453,11 @@ class AppearanceTransfer(io.ComfyNode):
                 io.Latent.Output(display_name="latent", tooltip="The result's latent."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, steps=None, skip_steps=None):
+        """Refuses skip_steps >= steps when the prompt is queued, before any node runs."""
+        return step_counts_problem(cls, ALL_IN_ONE, steps, skip_steps) or True
 
     @classmethod
     def execute(cls, model, vae, positive, negative, target, reference, steps, skip_steps, inversion_cfg, cfg,

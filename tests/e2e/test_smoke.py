@@ -106,3 +106,20 @@ def test_an_execution_error_names_the_node_and_the_exception(run_workflow, comfy
     with pytest.raises(AssertionError, match=r"(?s)failed prompt.*node 10 \(LoadImage\).*File ") as info:
         run_workflow(smoke_workflow_path, inputs={"LoadImage": {"image": "eye_not_an_image.png"}})
     print(info.value)
+
+
+@pytest.mark.parametrize("workflow, node, inputs", [
+    ("appearance_transfer_demo.json", "EyeForAnEye_InvertLatent", {"steps": 10, "skip_steps": 10}),
+    ("several_objects_demo.json", "EyeForAnEye_AppearanceTransfer", {"steps": 10, "skip_steps": 12}),
+])
+def test_skip_steps_not_below_steps_is_refused_when_queued_before_any_node_runs(comfy_server, object_info, workflow,
+                                                                                node, inputs):
+    prompt = workflow_api.to_api_prompt(workflow_api.load_workflow(EXAMPLE_WORKFLOWS / workflow), object_info)
+    workflow_api.apply_overrides(prompt, {node: inputs})
+    status, reply = comfy_server.post_json("/prompt", {"prompt": prompt, "client_id": comfy_server.client_id})
+    # the prompt's validation answers (ComfyUI still runs the outputs that do not depend on the node)
+    refused = {i: e for i, e in (reply.get("node_errors") or {}).items() if e.get("class_type") == node}
+    assert refused, (status, reply)
+    for error in refused.values():
+        details = " ".join(e.get("details", "") for e in error["errors"])
+        assert re.search(r"skip_steps \(\d+\) must be smaller than steps \(10\); lower skip_steps", details), details
