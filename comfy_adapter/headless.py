@@ -67,15 +67,21 @@ def load_nodes(pack_dir: Path) -> ImportFailures:
     can say which module failed and why (ImportFailures.check).
     """
     root_logger = logging.getLogger()
-    level = root_logger.level
+    # Quiet the handlers, not the logger: a logger at ERROR would drop the warnings before
+    # ImportFailures could see them.
+    level, handler_levels = root_logger.level, [(h, h.level) for h in root_logger.handlers]
     failures = ImportFailures()
-    root_logger.setLevel(logging.ERROR)
+    for handler, _ in handler_levels:
+        handler.setLevel(max(handler.level, logging.ERROR))
+    root_logger.setLevel(logging.WARNING)
     root_logger.addHandler(failures)
     try:
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     finally:
-        root_logger.setLevel(level)
         root_logger.removeHandler(failures)
+        root_logger.setLevel(level)
+        for handler, handler_level in handler_levels:
+            handler.setLevel(handler_level)
     asyncio.run(nodes.load_custom_node(str(pack_dir)))
     return failures
 
