@@ -101,6 +101,8 @@ class Instances:
 class PairingError(ValueError):
     """Pairing text a user typed that cannot be read; the message says what and how to fix it."""
 
+    __module__ = "eye_for_an_eye"  # ComfyUI shows module.Class: not the install path of the pack
+
 
 _PAIR = re.compile(r"^\s*(\d+)\s*(?:>|->|:)\s*(\d+)\s*$")
 
