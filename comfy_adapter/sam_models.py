@@ -69,13 +69,40 @@ def sam_devices(choice: str) -> tuple[torch.device, torch.device]:
     return device, cpu
 
 
-def make_room_for(module: torch.nn.Module, device: torch.device, working_bytes: int = 0):
-    """Ask ComfyUI to unload other models from ``device`` until ``module`` (plus working memory) fits."""
+def sam_dtype(device: torch.device) -> torch.dtype:
+    """fp16 where ComfyUI would compute a model of this size in fp16 on ``device``, else fp32 (the CPU)."""
     if device.type == "cpu":
-        return
-    comfy.model_management.free_memory(comfy.model_management.module_size(module) + working_bytes, device)
+        return torch.float32
+    return torch.float16 if comfy.model_management.should_use_fp16(device, prioritize_performance=True) else \
+        torch.float32
 
 
-def release_device_memory():
-    """Return cached GPU memory after a module left the GPU."""
-    comfy.model_management.soft_empty_cache()
+class SamHolder(torch.nn.Module):
+    """SAM-HQ (``.sam``) in a module whose ``device`` ComfyUI's ModelPatcher may set (Sam's own is read-only)."""
+
+    def __init__(self, sam: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.sam = sam
+        self.device = device
+
+
+def sam_patcher(module: torch.nn.Module, choice: str):
+    """SAM-HQ held as ComfyUI holds its auxiliary models (CLIP vision's way): a ModelPatcher.
+
+    The image encoder (nearly all of SAM's weights and work) is cast once to its compute
+    dtype (sam_dtype), the prompt encoder and mask decoder stay fp32; it waits on the idle device;
+    ``load_for_segmenting`` lets ComfyUI's memory manager bring it to the compute device,
+    count it, and unload it (or other models) when memory is needed, as for any model.
+    The patcher's model is a SamHolder; the SAM module is ``patcher.model.sam``.
+    """
+    import comfy.model_patcher
+
+    compute, idle = sam_devices(choice)
+    module.to(device=idle, dtype=torch.float32)
+    module.image_encoder.to(sam_dtype(compute))
+    return comfy.model_patcher.ModelPatcher(SamHolder(module, idle), load_device=compute, offload_device=idle)
+
+
+def load_for_segmenting(patcher, working_bytes: int = 0):
+    """Bring SAM-HQ to its compute device through ComfyUI, with ``working_bytes`` kept free beside it."""
+    comfy.model_management.load_models_gpu([patcher], memory_required=working_bytes)

@@ -265,16 +265,20 @@ def sam_masks(sam, image: torch.Tensor, prompts: Prompts, hq_token_only: bool = 
     """Masks of one image for every prompt: (N, H, W) float32 of 0/1 at the image's size.
 
     ``sam`` is a built SAM-HQ module; ``image`` is (H, W, 3) in 0..1 on any device (it is
-    resized there, then moved to the module's device and dtype). One image embedding
-    serves all N prompts.
+    resized there, then moved to the module's device). One image embedding serves all N
+    prompts. The image encoder may be in fp16 (where nearly all the work is); the prompt
+    encoder and mask decoder stay fp32, since SAM's prompt encoder casts coordinates to fp32.
     """
     height, width = int(image.shape[0]), int(image.shape[1])
-    parameter = next(sam.parameters())
+    parameter = next(sam.mask_decoder.parameters())
+    encoder_dtype = next(sam.image_encoder.parameters()).dtype
     long_side = int(sam.image_encoder.img_size)
     # resized where the image lives (antialiased resizing is not available on every backend), then moved
-    pixels = sam_image_tensor(image, long_side).to(parameter.device, parameter.dtype)
+    pixels = sam_image_tensor(image, long_side).to(parameter.device, torch.float32)
     input_size = tuple(pixels.shape[-2:])
-    embeddings, interm = sam.image_encoder(sam.preprocess(pixels))
+    embeddings, interm = sam.image_encoder(sam.preprocess(pixels).to(encoder_dtype))
+    embeddings = embeddings.to(parameter.dtype)
+    interm = [x.to(parameter.dtype) for x in interm]
     scale = torch.tensor([input_size[1] / width, input_size[0] / height], device=parameter.device)
     boxes = points = None
     count = prompts.count

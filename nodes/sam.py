@@ -38,8 +38,8 @@ from ..eye_core.masks import (
 from ..eye_core.visualize import mask_overlay
 from ..comfy_adapter.memory import storage_device
 from ..comfy_adapter.progress import check_interrupt, progress_bar
-from ..comfy_adapter.sam_models import (make_room_for, register_sams_folder, release_device_memory, sam_checkpoint_names,
-                                        sam_checkpoint_path, sam_devices)
+from ..comfy_adapter.sam_models import (load_for_segmenting, register_sams_folder, sam_checkpoint_names,
+                                        sam_checkpoint_path, sam_devices, sam_patcher)
 from .common import CATEGORY, check_choices, node_id
 
 LOG = logging.getLogger("eye_for_an_eye")
@@ -113,17 +113,34 @@ def _default_checkpoint(options: list[str]) -> str:
 
 @dataclass
 class SamHQModel:
-    """A loaded SAM-HQ model (the EYE_SAM_MODEL type): idle on ``offload_device``, fp32."""
+    """A loaded SAM-HQ model (the EYE_SAM_MODEL type): a ModelPatcher ComfyUI's memory manager loads.
 
-    model: torch.nn.Module
+    Its image encoder computes in fp16 on a device that does it well, fp32 on the CPU
+    (comfy_adapter.sam_models.sam_dtype); ``dtype`` is the image encoder's.
+    """
+
+    patcher: object
     architecture: str
     checkpoint: str
-    compute_device: torch.device
-    offload_device: torch.device
-    dtype: torch.dtype = torch.float32
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.patcher.model.sam
+
+    @property
+    def compute_device(self) -> torch.device:
+        return self.patcher.load_device
+
+    @property
+    def offload_device(self) -> torch.device:
+        return self.patcher.offload_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.image_encoder.parameters()).dtype
 
     def __repr__(self):
-        return (f"SamHQModel({self.architecture}, {self.checkpoint}, compute={self.compute_device}, "
+        return (f"SamHQModel({self.architecture}, {self.checkpoint}, {self.dtype}, compute={self.compute_device}, "
                 f"idle={self.offload_device})")
 
 
@@ -148,7 +165,7 @@ def load_sam_hq(name: str, architecture: str = AUTO_ARCHITECTURE, device: str = 
     path = sam_checkpoint_path(name) if name != NO_CHECKPOINT else None
     if path is None or not os.path.isfile(path):
         raise SamCheckpointError(_missing_checkpoint_message(name))
-    compute, offload = sam_devices(device)
+    sam_devices(device)  # a device the host cannot give is refused before the file is read
     state_dict = read_state_dict(path)
     if not is_hq_state_dict(state_dict):
         raise ValueError(
@@ -170,9 +187,8 @@ def load_sam_hq(name: str, architecture: str = AUTO_ARCHITECTURE, device: str = 
         LOG.info("[Eye-for-an-eye] %s: ignored %d weights not used by SAM-HQ %s (e.g. %s)", name,
                  len(result.unexpected_keys), arch, result.unexpected_keys[0])
     del state_dict
-    module = module.to(device=offload, dtype=torch.float32).eval()
-    module.requires_grad_(False)
-    return SamHQModel(module, arch, name, compute, offload)
+    module.eval().requires_grad_(False)
+    return SamHQModel(sam_patcher(module, device), arch, name)
 
 
 class LoadSAMHQModel(io.ComfyNode):
@@ -200,7 +216,8 @@ class LoadSAMHQModel(io.ComfyNode):
                                "(vit_tiny, vit_b, vit_l, vit_h), else from the weights; set it for renamed files."),
                 io.Combo.Input("device", options=list(DEVICES), default="auto", tooltip=(
                     "Where SAM-HQ runs: auto = ComfyUI's device (the GPU if there is one), GPU (refused on a "
-                    "CPU-only host), CPU. Between runs the model always waits on the CPU. It runs in float32.")),
+                    "CPU-only host), CPU. ComfyUI loads and unloads it like its other models; its image encoder "
+                    "runs in fp16 where the GPU does that well, float32 on the CPU.")),
             ],
             outputs=[
                 io.Custom(SAM_MODEL).Output(display_name="sam_model", tooltip="The loaded SAM-HQ model; connect it "
@@ -278,24 +295,17 @@ class SAMHQSegment(io.ComfyNode):
             prompts = build_prompts(boxes, positive_points, negative_points, width, height)
         except PromptError as error:
             raise PromptError(f"SAM-HQ Segment: {error}") from None
-        module, compute = sam_model.model, sam_model.compute_device
         pbar = progress_bar(batch)
         results = []
-        try:
-            make_room_for(module, compute, WORKING_BYTES)
-            module.to(compute)
-            for index in range(batch):
-                check_interrupt()
-                picture = image[index, ..., :3] if image.shape[-1] >= 3 else image[index].expand(-1, -1, 3)
-                masks = sam_masks(module, picture, prompts, hq_token_only=hq_token_only)
-                if keep_inside_boxes and not prompts.whole_image and prompts.boxes is not None:
-                    masks = cut_to_boxes(masks, prompts.boxes)
-                results.append(masks.to("cpu"))
-                pbar.update(1)
-        finally:
-            module.to(sam_model.offload_device)
-            if compute.type != "cpu":
-                release_device_memory()
+        load_for_segmenting(sam_model.patcher, WORKING_BYTES)  # ComfyUI unloads it again when memory is needed
+        for index in range(batch):
+            check_interrupt()
+            picture = image[index, ..., :3] if image.shape[-1] >= 3 else image[index].expand(-1, -1, 3)
+            masks = sam_masks(sam_model.model, picture, prompts, hq_token_only=hq_token_only)
+            if keep_inside_boxes and not prompts.whole_image and prompts.boxes is not None:
+                masks = cut_to_boxes(masks, prompts.boxes)
+            results.append(masks.to("cpu", torch.float32))
+            pbar.update(1)
         store = storage_device()
         masks = torch.cat(results).to(store)
         merged = union(masks, batch)

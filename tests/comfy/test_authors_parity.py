@@ -1,6 +1,11 @@
 """Parity with the authors' released code: the official preset, step by step.
 
-Runs tests/parity/run_parity.py's parity mode: the pack's ComfyUI path and the authors'
+Two ways. On every machine, the pack's official preset is compared with the stored golden of
+the authors' side (tests/parity/golden/authors-official.npz: their latents at key steps in
+full and at every step pooled, a digest of each of their matches); a run with one input
+changed must fail the same comparison, so the check is shown to catch a wrong result.
+
+Where their checkout is, the full run: tests/parity/run_parity.py's parity mode: the pack's ComfyUI path and the authors'
 pipeline (their unmodified checkout, in their own environment) on the same tiny random
 SD1.5-layout UNet, latents, conditioning, masks and noise draws, with the pack's deliberate
 improvements switched to the authors' behaviour. Skips, saying so in the summary, when the
@@ -17,6 +22,50 @@ way after 19 steps and the runs part by 1 % of the final latent: ``run_parity.py
 
 import pytest
 from eye_test_support.pack import load_parity_harness
+
+
+@pytest.fixture(scope="module")
+def golden_run(comfy):
+    import torch
+
+    run_parity = load_parity_harness()
+    threads = torch.get_num_threads()
+    try:
+        return run_parity, run_parity.run_golden(threads=2)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.comfy
+def test_the_official_preset_matches_the_authors_golden_at_every_step(golden_run):
+    run_parity, result = golden_run
+    matches = result["matches"]
+    assert matches["calls"] == 306 and matches["unpaired_calls"] == 0 and matches["left_unused"] == 0, matches
+    assert matches["differing_calls"] == 0, matches
+    assert result["max_abs"] < run_parity.TOLERANCE, result["max_abs_at_keyframes"]
+    assert len(result["pooled_max_abs_per_step"]) == run_parity.STEPS - run_parity.SKIP
+    assert result["pooled_max_abs"] < run_parity.POOLED_TOLERANCE, result["pooled_max_abs_per_step"]
+    for role, gaps in result["inversion_noise"].items():
+        assert gaps["first"] < run_parity.TOLERANCE and gaps["pooled"] < run_parity.POOLED_TOLERANCE, (role, gaps)
+
+
+@pytest.mark.comfy
+def test_the_golden_check_fails_when_the_result_is_wrong(golden_run, comfy):
+    """The structure mask moved by one token (8 px of 512): the comparison must see it."""
+    import torch
+
+    run_parity, right = golden_run
+    threads = torch.get_num_threads()
+
+    def shift_mask(inputs):
+        inputs["mask_struct"] = torch.roll(inputs["mask_struct"], 8, dims=1)
+
+    try:  # the inversions do not see the masks: the right run's are reused
+        wrong = run_parity.run_golden(threads=2, perturb=shift_mask, inversions=right["inversions"])
+    finally:
+        torch.set_num_threads(threads)
+    assert wrong["matches"]["differing_calls"] > 0
+    assert wrong["max_abs"] > 10 * run_parity.TOLERANCE and wrong["pooled_max_abs"] > 10 * run_parity.POOLED_TOLERANCE
 
 
 @pytest.fixture(scope="module")

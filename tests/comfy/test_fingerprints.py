@@ -15,7 +15,7 @@ from eye_test_support.comfy_env import require_comfy
 require_comfy()
 
 from eye_for_an_eye.eye_core.trajectory import EF_DDPM  # noqa: E402
-from eye_for_an_eye.comfy_adapter import checks, fingerprints  # noqa: E402
+from eye_for_an_eye.comfy_adapter import fingerprints  # noqa: E402
 from eye_for_an_eye.nodes import correspondence, features, inversion  # noqa: E402
 
 

@@ -71,10 +71,12 @@ def fast_encoder(monkeypatch, handle, seed=0):
     generator = torch.Generator().manual_seed(seed)
     calls = []
 
+    dtype = handle.dtype
+
     def forward(x):
         calls.append(tuple(x.shape))
-        return (torch.randn(1, 256, 64, 64, generator=generator),
-                [torch.randn(1, 64, 64, 160, generator=generator)])
+        return (torch.randn(1, 256, 64, 64, generator=generator).to(dtype),
+                [torch.randn(1, 64, 64, 160, generator=generator).to(dtype)])
 
     monkeypatch.setattr(handle.model.image_encoder, "forward", forward)
     return calls
@@ -172,6 +174,9 @@ def test_loads_on_the_cpu_with_map_location_in_fp32(checkpoint, monkeypatch):
         assert {t.device.type for t in tensors} == {"cpu"}
         assert {t.dtype for t in handle.model.parameters()} == {torch.float32}
         assert not any(p.requires_grad for p in handle.model.parameters()) and not handle.model.training
+        import comfy.model_patcher
+
+        assert isinstance(handle.patcher, comfy.model_patcher.ModelPatcher)  # ComfyUI's memory manager holds it
     assert len(seen) == 2 and all(str(k["map_location"]) == "cpu" and k["weights_only"] is True for k in seen)
     expected = tiny_sam.tiny_sam_state_dict(0)
     loaded = handle.model.state_dict()
@@ -260,13 +265,17 @@ def test_the_pack_imports_and_lists_its_nodes_in_a_python_without_the_sam_librar
 # ------------------------------------------------------------------ segmenting
 
 def test_segment_a_batch_with_two_boxes_one_reaching_outside(loaded, monkeypatch):
-    """The real encoder: shapes, dtypes, range, layout, clipping, progress and device moves."""
-    moves, updates, prompts_seen = [], [], []
-    real_to = loaded.model.to
+    """The real encoder: shapes, dtypes, range, layout, clipping, progress and loading through ComfyUI."""
+    import comfy.model_management
 
-    def to(device, *args, **kwargs):
-        moves.append(torch.device(device).type)
-        return real_to(device, *args, **kwargs)
+    from eye_for_an_eye.comfy_adapter import sam_models
+
+    loads, updates, prompts_seen = [], [], []
+    real_load = comfy.model_management.load_models_gpu
+
+    def load_models_gpu(models, memory_required=0, **kwargs):
+        loads.append((models, memory_required))
+        return real_load(models, memory_required=memory_required, **kwargs)
 
     class Bar:
         def __init__(self, total):
@@ -279,7 +288,7 @@ def test_segment_a_batch_with_two_boxes_one_reaching_outside(loaded, monkeypatch
         prompts_seen.append(prompts)
         return sam_masks(module, image, prompts, **kwargs)
 
-    monkeypatch.setattr(loaded.model, "to", to)
+    monkeypatch.setattr(sam_models.comfy.model_management, "load_models_gpu", load_models_gpu)
     monkeypatch.setattr(sam_nodes, "progress_bar", Bar)
     monkeypatch.setattr(sam_nodes, "sam_masks", spy_masks)
     image = picture(batch=2)
@@ -293,8 +302,37 @@ def test_segment_a_batch_with_two_boxes_one_reaching_outside(loaded, monkeypatch
     assert preview.min() >= 0 and preview.max() <= 1
     assert prompts_seen[0].boxes.tolist() == [[8, 8, 72, 64], [0, 30, 128, 90]]
     assert updates == [("total", 2), 1, 1]
-    assert moves == ["cpu", "cpu"]  # to the compute device, then back to the idle device
-    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    # loaded as ComfyUI loads any model, with room for SAM's working memory; no hand-made device moves
+    assert loads == [([loaded.patcher], sam_nodes.WORKING_BYTES)]
+    assert any(m.model is loaded.patcher for m in comfy.model_management.current_loaded_models)
+    comfy.model_management.unload_all_models()  # and ComfyUI can take it off its device again
+    assert {p.device.type for p in loaded.model.parameters()} == {loaded.offload_device.type}
+
+
+def test_sam_computes_in_fp16_where_comfyui_would_and_in_fp32_on_the_cpu(monkeypatch):
+    import comfy.model_management
+
+    from eye_for_an_eye.comfy_adapter import sam_models
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(comfy.model_management, "should_use_fp16", lambda device=None, **kwargs: device == cuda)
+    assert sam_models.sam_dtype(cuda) == torch.float16
+    assert sam_models.sam_dtype(torch.device("cuda", 1)) == torch.float32  # a device without fast fp16
+    assert sam_models.sam_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_segmenting_in_fp16_gives_float32_masks(checkpoint, monkeypatch):
+    from eye_for_an_eye.comfy_adapter import sam_models
+
+    monkeypatch.setattr(sam_models, "sam_dtype", lambda device: torch.float16)
+    (handle,) = run(sam_nodes.LoadSAMHQModel, checkpoint="sam_hq_vit_tiny.pth",
+                    architecture=sam_nodes.AUTO_ARCHITECTURE, device="CPU")
+    assert handle.dtype == torch.float16 and {p.dtype for p in handle.model.image_encoder.parameters()} == {torch.float16}
+    assert {p.dtype for p in handle.model.mask_decoder.parameters()} == {torch.float32}
+    calls = fast_encoder(monkeypatch, handle)  # fp16 embeddings, as the encoder gives them; it would take minutes here
+    masks, merged, _ = segment(handle, picture(batch=1), boxes="8,8,72,64")
+    assert masks.dtype == torch.float32 and merged.dtype == torch.float32 and masks.shape == (1, 96, 128)
+    assert len(calls) == 1 and 0 < float(masks.mean()) < 1
 
 
 def test_bad_boxes_fail_before_the_model_runs(loaded, monkeypatch):
@@ -329,14 +367,8 @@ def test_rgba_and_grey_images(loaded, monkeypatch):
     assert masks.shape == (2, 40, 30) and preview.shape == (2, 40, 30, 3)
 
 
-def test_interrupting_returns_the_model_to_its_idle_device(loaded, monkeypatch):
-    fast_encoder(monkeypatch, loaded)
-    moves = []
-    real_to = loaded.model.to
-
-    def to(device, *args, **kwargs):
-        moves.append(torch.device(device).type)
-        return real_to(device, *args, **kwargs)
+def test_interrupting_stops_between_images(loaded, monkeypatch):
+    calls = fast_encoder(monkeypatch, loaded)
 
     class Interrupted(Exception):
         pass
@@ -348,11 +380,10 @@ def test_interrupting_returns_the_model_to_its_idle_device(loaded, monkeypatch):
         if len(checks) == 2:
             raise Interrupted()
 
-    monkeypatch.setattr(loaded.model, "to", to)
     monkeypatch.setattr(sam_nodes, "check_interrupt", check)
     with pytest.raises(Interrupted):
         segment(loaded, picture(batch=3), boxes="0,0,50,50")
-    assert len(checks) == 2 and moves == ["cpu", "cpu"]
+    assert len(checks) == 2 and len(calls) == 1  # the first image only
 
 
 def test_a_wrong_model_input_is_refused():

@@ -33,7 +33,15 @@ so it is off on both sides (the pack's variant is compared with a transcription 
 tests/core/test_freeu.py). Image size: 64x64 latents are the authors' 512x512, so squashing
 and native size coincide here.
 
-    python tests/parity/run_parity.py [--effects | --parity [--float32-ties]] [--threads N]
+The golden. ``--parity --write-golden`` also stores the authors' side of the parity run in
+tests/parity/golden/authors-official.npz (about 1 MB): their output latent at a few key steps
+in full and at every step pooled 8 x 8, their inversion noise maps likewise, a digest of every
+match they made (with the three or so near-tie tokens spelt out) and a digest of the inputs.
+``--golden`` compares the pack's official preset with that file, with no checkout of their code:
+what CI runs on every machine (tests/comfy/test_authors_parity.py).
+
+    python tests/parity/run_parity.py [--effects | --parity [--float32-ties] [--write-golden] | --golden]
+        [--threads N]
 
 PATH defaults to $EYE_AUTHORS_PATH or ~/.cache/eye_for_an_eye/authors, PY to
 $EYE_AUTHORS_PYTHON or ~/.cache/eye_for_an_eye/authors-venv/bin/python (tests/parity/setup-authors
@@ -63,6 +71,12 @@ CACHE = Path.home() / ".cache" / "eye_for_an_eye"
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
 TOLERANCE = 1e-4
+GOLDEN = HERE / "golden" / "authors-official.npz"
+# Generation iterations whose latents the golden keeps in full: the first, around the start of the
+# rearrangement (11) and of structure injection's end (36), AdaIN's start (49) and the last.
+KEYFRAMES = (0, 10, 11, 12, 36, 37, 48, 49, 67)
+POOL = 8  # every other iteration is kept as 8 x 8 means, compared to POOLED_TOLERANCE
+POOLED_TOLERANCE = 1e-5
 NEAR_TIE = 1e-5  # cosine gap under which float32 summation order decides a match (latents differ by ~1e-6)
 PROMPT = "a photo of a bird"
 STEPS, SKIP, INVERSION_CFG, CFG = 100, 32, 3.5, 2.5
@@ -159,6 +173,15 @@ def _fingerprint(inputs: dict) -> str:
     digest = hashlib.sha256((HERE / "authors_side.py").read_bytes())
     for path in sorted(authors_path().rglob("*.py")):
         digest.update(path.read_bytes())
+    return _digest_inputs(inputs, digest)
+
+
+def inputs_digest(inputs: dict) -> str:
+    """A digest of the shared inputs alone (model weights, latents, conditioning, masks, noise)."""
+    return _digest_inputs(inputs, hashlib.sha256())
+
+
+def _digest_inputs(inputs: dict, digest) -> str:
     for key in sorted(inputs):
         value = inputs[key]
         tensors = [value[k] for k in sorted(value)] if isinstance(value, dict) else [value]
@@ -238,6 +261,8 @@ class MatchAudit:
         self.calls = self.compared = self.ties = self.disagreements = 0
         self.largest_tie_gap = self.smallest_disagreement_gap = 0.0
         self.unpaired_calls = 0
+        self.per_grid = {}
+        self.resolved = []  # (grid, call number within the grid, tokens, the authors' choices) of near-ties taken
 
     def __call__(self, real_match):
         def audited(output, reference, target_mask, reference_mask, **kwargs):
@@ -254,6 +279,7 @@ class MatchAudit:
             self.unpaired_calls += 1
             return correspondence
         theirs = queue.pop(0).to(correspondence.index.device)
+        number = self.per_grid[side] = self.per_grid.get(side, -1) + 1
         ours = correspondence.index[0]
         both = (theirs >= 0) & (ours >= 0)
         self.compared += int(both.sum())
@@ -276,6 +302,7 @@ class MatchAudit:
             return correspondence
         index = correspondence.index.clone()
         index[0, differ[tie]] = theirs[differ[tie]]
+        self.resolved.append((side, number, differ[tie].cpu(), theirs[differ[tie]].cpu()))
         return dataclasses.replace(correspondence, index=index)
 
     def summary(self) -> dict:
@@ -286,11 +313,62 @@ class MatchAudit:
                 "near_ties_resolved_as_the_authors": self.resolve_ties}
 
 
-def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit: MatchAudit | None = None) -> dict:
+def match_digest(index: torch.Tensor) -> str:
+    """A digest of one layer call's matches (reference token per target token, -1 unmatched)."""
+    return hashlib.sha1(index.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()).hexdigest()
+
+
+class GoldenAudit:
+    """The golden's stand-in for MatchAudit: the stored near-ties take the authors' choice, then
+    each call's matches must have the digest of the authors' matches for that layer and step."""
+
+    def __init__(self, golden: dict):
+        self.queues, self.overrides = {}, {}
+        for grid, digest in zip(golden["match_grids"].tolist(), golden["match_digests"].tolist()):
+            self.queues.setdefault(grid, []).append(digest)
+        for grid, number, token, choice in golden["near_ties"].tolist():
+            self.overrides.setdefault((grid, number), []).append((token, choice))
+        self.calls, self.unpaired_calls, self.differing_calls, self.first_differing = 0, 0, 0, None
+        self.per_grid = {}
+
+    def __call__(self, real_match):
+        def audited(output, reference, target_mask, reference_mask, **kwargs):
+            return self.check(real_match(output, reference, target_mask, reference_mask, **kwargs))
+
+        return audited
+
+    def check(self, correspondence):
+        self.calls += 1
+        side = correspondence.target_grid[0]
+        queue = self.queues.get(side)
+        if not queue or correspondence.batch_size != 1:
+            self.unpaired_calls += 1
+            return correspondence
+        expected = queue.pop(0)
+        number = self.per_grid[side] = self.per_grid.get(side, -1) + 1
+        fixes = self.overrides.get((side, number))
+        if fixes:
+            index = correspondence.index.clone()
+            for token, choice in fixes:
+                index[0, token] = choice
+            correspondence = dataclasses.replace(correspondence, index=index)
+        if match_digest(correspondence.index[0]) != expected:
+            self.differing_calls += 1
+            self.first_differing = self.first_differing or f"grid {side}, call {number}"
+        return correspondence
+
+    def summary(self) -> dict:
+        return {"calls": self.calls, "unpaired_calls": self.unpaired_calls,
+                "left_unused": sum(len(q) for q in self.queues.values()), "differing_calls": self.differing_calls,
+                "first_differing": self.first_differing, "near_ties_taken": sum(map(len, self.overrides.values()))}
+
+
+def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit=None, inversions=None) -> dict:
     """The official preset through the pack's node functions; the output row after every step.
 
     With ``audit`` every per-step match goes through it (compared with the authors', near-ties
-    possibly resolved their way).
+    possibly resolved their way). ``inversions``: an earlier run's (its ``inversions`` entry) to
+    reuse, when only the generation's inputs (the masks) differ.
     """
     from unittest import mock
 
@@ -301,8 +379,8 @@ def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit
     from eye_for_an_eye.nodes import inversion, transfer
 
     capture = "fp32_features" not in switches
-    trajectories, start, sigmas = {}, None, None
-    for role, seed in (("struct", TARGET_SEED), ("app", inputs["reference_seed"])):
+    trajectories, start, sigmas = inversions or ({}, None, None)
+    for role, seed in () if inversions else (("struct", TARGET_SEED), ("app", inputs["reference_seed"])):
         latent = {"samples": inputs[f"latent_{role}"]}
         trajectory, start_latent, role_sigmas = inversion.invert_latent(
             model, latent, positive, negative, STEPS, INVERSION_CFG, EF_DDPM, seed, SKIP, capture_features=capture)
@@ -335,7 +413,7 @@ def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit
     final_model = final.to("cpu", torch.float32) * 0.18215
     after = torch.stack(states[1:] + [final_model])  # the output after each step (callbacks see it before the next)
     return {"steps": after, "sigmas": sigmas.to(torch.float64), "seconds": seconds,
-            "trajectories": trajectories}
+            "trajectories": trajectories, "inversions": (trajectories, start, sigmas)}
 
 
 # ------------------------------------------------------------------------------------ comparing
@@ -373,19 +451,117 @@ def check_inversions(pack_run: dict, authors: dict) -> dict:
     return out
 
 
+def _pooled(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.avg_pool2d(x.to(torch.float32), POOL)
+
+
+def write_golden(authors: dict, inputs: dict, audit: MatchAudit, path: Path = GOLDEN) -> Path:
+    """The authors' side of the parity run, small enough to commit (see the module's docstring)."""
+    import numpy as np
+
+    steps = authors["steps"][:, 0].to(torch.float32)  # the output row, (68, 4, 64, 64)
+    zs = {role: authors[f"zs_{role}"][SKIP:].to(torch.float32) for role in ("struct", "app")}
+    near_ties = [(grid, number, int(t), int(c)) for grid, number, tokens, choices in audit.resolved
+                 for t, c in zip(tokens.tolist(), choices.tolist())]
+    arrays = {
+        "keyframes": np.asarray(KEYFRAMES), "steps_at_keyframes": steps[list(KEYFRAMES)].numpy(),
+        "steps_pooled": _pooled(steps).numpy(),
+        **{f"zs_{role}_first": z[0].numpy() for role, z in zs.items()},
+        **{f"zs_{role}_pooled": _pooled(z).numpy() for role, z in zs.items()},
+        "match_grids": np.asarray([r["grid"] for r in authors["matches"]], np.int64),
+        "match_digests": np.asarray([match_digest(r["index"]) for r in authors["matches"]]),
+        "near_ties": np.asarray(near_ties, np.int64).reshape(-1, 4),
+        "inputs_digest": np.asarray(inputs_digest(inputs)), "torch": np.asarray(torch.__version__),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_golden(path: Path = GOLDEN) -> dict:
+    import numpy as np
+
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def compare_golden(pack_run: dict, golden: dict) -> dict:
+    """The pack's run against the golden: key steps element by element, every step pooled."""
+    ours = to_authors_scale(pack_run["steps"], pack_run["sigmas"])[:, 0]
+    keyframes = golden["keyframes"].tolist()
+    full = (ours[keyframes] - torch.from_numpy(golden["steps_at_keyframes"])).abs().flatten(1).amax(1)
+    pooled = (_pooled(ours) - torch.from_numpy(golden["steps_pooled"])).abs().flatten(1).amax(1)
+    noise = {}
+    for role in ("struct", "app"):
+        mine = pack_run["trajectories"][role].noise[:, 0].to(torch.float32)
+        noise[role] = {"first": float((mine[0] - torch.from_numpy(golden[f"zs_{role}_first"])).abs().max()),
+                       "pooled": float((_pooled(mine) - torch.from_numpy(golden[f"zs_{role}_pooled"])).abs().max())}
+    return {"keyframes": keyframes, "max_abs_at_keyframes": [float(v) for v in full], "max_abs": float(full.max()),
+            "pooled_max_abs_per_step": [float(v) for v in pooled], "pooled_max_abs": float(pooled.max()),
+            "inversion_noise": noise}
+
+
+def run_golden(threads: int = 2, path: Path = GOLDEN, perturb=None, inversions=None) -> dict:
+    """The pack's official preset (the authors' behaviour switched on) against the stored golden.
+
+    Needs ComfyUI, not the authors' code. ``perturb(inputs)`` may change the inputs before the
+    run (the tests use it to show that a wrong result is caught); the inputs digest is checked
+    before that. ``inversions`` (a result's own) skips the two inversions when only the masks
+    change.
+    """
+    torch.set_num_threads(threads)
+    from eye_test_support import comfy_env, pack as pack_loader, tiny_models
+
+    comfy_env.import_comfy_or_exit()
+    import comfy.utils
+
+    pack = pack_loader.load_pack()
+    import eye_for_an_eye.eye_core.inversion  # noqa: F401
+    import eye_for_an_eye.eye_core.trajectory  # noqa: F401
+
+    golden = load_golden(path)
+    model, positive, negative, inputs = make_inputs(tiny_models, comfy.utils, pack)
+    digest = inputs_digest(inputs)
+    if digest != str(golden["inputs_digest"]):
+        raise RuntimeError(
+            f"the parity inputs differ from the golden's (digest {digest}, golden {golden['inputs_digest']}, made "
+            f"with torch {golden['torch']}, this is torch {torch.__version__}): the tiny model or the noise "
+            "draws changed. Regenerate the golden where the authors' checkout is: "
+            "python tests/parity/run_parity.py --parity --write-golden")
+    if perturb is not None:
+        perturb(inputs)
+    audit = GoldenAudit(golden)
+    with torch.inference_mode():
+        pack_run = run_pack(pack, model, positive, negative, inputs, set(SWITCHES), audit, inversions)
+    result = compare_golden(pack_run, golden)
+    result["matches"] = audit.summary()
+    result["seconds"] = pack_run["seconds"]
+    result["inversions"] = pack_run["inversions"]
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--parity", action="store_true", help="every switch on: the authors' behaviour (default)")
     mode.add_argument("--effects", action="store_true", help="parity, then each improvement on alone")
+    mode.add_argument("--golden", action="store_true",
+                      help="the pack against the stored golden of the authors' side (no checkout of their code needed)")
     for switch in SWITCHES:
         parser.add_argument(f"--authors-{switch.replace('_', '-')}", action="store_true",
                             help=f"this switch alone: {SWITCH_NAMES[switch]}")
     parser.add_argument("--float32-ties", action="store_true",
                         help="with --parity, a second run whose near-ties fall as float32 decides (the runs part)")
+    parser.add_argument("--write-golden", action="store_true",
+                        help=f"with --parity, store the authors' side as the golden ({GOLDEN.relative_to(REPO)})")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "parity.json")
     args = parser.parse_args(argv)
+    if args.golden:
+        result = run_golden(args.threads)
+        print(f"golden: max |d| {result['max_abs']:.2e} at the key steps, pooled {result['pooled_max_abs']:.2e} at "
+              f"every step; matches {result['matches']}")
+        return result
     reason = missing()
     if reason:
         sys.exit(f"parity run SKIPPED: {reason}")
@@ -431,6 +607,8 @@ def main(argv=None):
             result["matches"] = audit.summary()
         runs[name] = result
         finals[name] = pack_run["steps"][-1]
+        if args.write_golden and name == "parity":
+            print(f"wrote {write_golden(authors, inputs, audit)}")
         print(f"{name:<36} per-step max |d| {result['max_abs']:.2e}   final mean |d| {result['final_mean_abs']:.2e}"
               f"   final relative {result['final_relative_rms']:.2e}   ({result['seconds']:.0f} s)")
         if audit is not None:
