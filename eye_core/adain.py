@@ -16,7 +16,8 @@ code divides by zero, the statistics are weighted by the soft mask instead.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .mask_grid import soft_mask_at
 
 EPS = 1e-5
 # A resized mask value this close to 1 counts as "covered entirely" (bilinear weights in float).
@@ -42,17 +43,7 @@ def latent_mask(mask: torch.Tensor | None, size, batch: int, device, dtype) -> t
     """A MASK-like tensor ((H, W), (B, H, W) or (B, 1, H, W), values 0..1) at latent size (B|1, 1, h, w)."""
     if mask is None:
         return None
-    m = mask.to(device=device, dtype=torch.float32)
-    if m.ndim == 2:
-        m = m[None, None]
-    elif m.ndim == 3:
-        m = m[:, None]
-    elif m.ndim != 4 or m.shape[1] != 1:
-        raise ValueError(f"a mask must be (H, W), (B, H, W) or (B, 1, H, W); got {tuple(mask.shape)}")
-    if m.shape[0] not in (1, batch):
-        raise ValueError(f"the mask has a batch of {m.shape[0]}; it must be 1 (one mask for all) or {batch} (one per image)")
-    m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return m.to(dtype)
+    return soft_mask_at(mask.to(device), size, batch=batch).to(dtype)
 
 
 def masked_adain(x: torch.Tensor, reference: torch.Tensor, target_mask=None, reference_mask=None,

@@ -69,9 +69,9 @@ from typing import Optional, Tuple
 
 import torch
 from einops import rearrange
-import torch.nn.functional as F
 
 from .instances import resize_labels
+from .mask_grid import mask_at_grid
 
 __all__ = [
     "Correspondence",
@@ -79,7 +79,6 @@ __all__ = [
     "chunk_rows",
     "match",
     "nearest_neighbours",
-    "resize_mask",
 ]
 
 #: Default bound on the extra peak memory of one :func:`match` call, in bytes.
@@ -92,39 +91,6 @@ Grid = Tuple[int, int]
 
 
 # --------------------------------------------------------------------------- masks
-
-
-def resize_mask(mask: torch.Tensor, grid: Grid, *, name: str = "mask") -> torch.Tensor:
-    """A mask at a token grid: bool ``(B, h, w)``.
-
-    ``mask``: ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)``; bool, integer (non-zero is
-    inside) or float 0..1. Resized bilinearly (``align_corners=False``, no antialias)
-    to ``grid`` unless already there, then thresholded: inside where above 0 (the authors' rule).
-    Stays on the mask's device.
-    """
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
-    if mask.ndim == 2:
-        m = mask[None, None]
-    elif mask.ndim == 3:
-        m = mask[:, None]
-    elif mask.ndim == 4 and mask.shape[1] == 1:
-        m = mask
-    else:
-        raise ValueError(
-            f"{name} has shape {tuple(mask.shape)}; a mask must be (H, W), (B, H, W) or "
-            f"(B, 1, H, W). Pass a single-channel mask (e.g. ComfyUI's MASK, or image[..., 0])."
-        )
-    if m.shape[-2] < 1 or m.shape[-1] < 1 or m.shape[0] < 1:
-        raise ValueError(f"{name} has an empty shape {tuple(mask.shape)}; pass a mask with pixels.")
-    if m.dtype == torch.bool or not m.is_floating_point():
-        m = (m != 0).float()
-    elif m.dtype not in (torch.float32, torch.float64):
-        m = m.float()
-    h, w = grid
-    if tuple(m.shape[-2:]) != (h, w):
-        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
-    return m[:, 0] > 0
 
 
 def empty_rows(valid: torch.Tensor) -> list:
@@ -149,7 +115,7 @@ def _prepare_mask(mask, grid, batch, device, name, check_nonempty, role="referen
     """``mask`` at the token grid; its batch is 1, the target ``batch`` or its own image batch ``own_batch``."""
     if mask is None:
         return None
-    valid = resize_mask(mask, grid, name=name)
+    valid = mask_at_grid(mask, grid, name=name)
     own_batch = batch if own_batch is None else own_batch
     if valid.shape[0] not in (1, batch, own_batch):
         raise ValueError(

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .correspondence import Correspondence, resize_mask
+from .correspondence import Correspondence
+from .mask_grid import mask_at_grid
 from .instances import MatchConstraint
 from .rearrange import (CIA_CONTRAST, FEATURE, IMPLICIT, NOTHING, OFFICIAL, REARRANGE, STRUCTURE, SYMMETRIC,
                         TransferSchedule, blend, cross_image_attention, edited_rows, inject, rearranged)
@@ -115,10 +116,10 @@ class TransferPlan:
         fixed = self.correspondence.to(device).resample(target_grid, reference_grid)
         masks = []
         if self.target_mask is not None:
-            masks.append(resize_mask(self.target_mask, target_grid).flatten(1).to(device))
+            masks.append(mask_at_grid(self.target_mask, target_grid).flatten(1).to(device))
         inside = None
         if self.reference_mask is not None:
-            inside = resize_mask(self.reference_mask, reference_grid).flatten(1).to(device)
+            inside = mask_at_grid(self.reference_mask, reference_grid).flatten(1).to(device)
         rows = max([fixed.batch_size] + [m.shape[0] for m in masks] + ([inside.shape[0]] if inside is not None else []))
 
         def widen(tensor):
@@ -145,7 +146,7 @@ class TransferPlan:
         key = ("masks", tuple(target_grid), tuple(reference_grid), str(device))
         if key not in self._resampled:
             self._resampled[key] = tuple(
-                None if mask is None else resize_mask(mask, grid).to(device)
+                None if mask is None else mask_at_grid(mask, grid).to(device)
                 for mask, grid in ((self.target_mask, target_grid), (self.reference_mask, reference_grid)))
         return self._resampled[key]
 

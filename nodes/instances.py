@@ -15,6 +15,7 @@ from comfy_api.v0_0_2 import io
 from ..eye_core.instances import (NONE, Instances, MatchConstraint, PairingError, count, format_pairs,
                                   instance_descriptors, pair_automatically, pairing_constraint, parse_pairs,
                                   proxy_parts, rank_exemplars, resize_labels, similarity)
+from ..eye_core.mask_grid import mask_at_grid
 from ..eye_core.visualize import instance_preview, label_colours, pairs_preview, stamp_number
 from .common import CATEGORY, CONSTRAINT, FEATURES, INSTANCES, named, node_id
 from .correspondence import check_feature_models
@@ -173,10 +174,8 @@ class PairInstances(io.ComfyNode):
 def _mask_at(mask, grid, node, name):
     if mask is None:
         return None
-    from ..eye_core.correspondence import resize_mask
-
     with named(node):
-        inside = resize_mask(mask, grid, name=name)
+        inside = mask_at_grid(mask, grid, name=name)
     if inside.shape[0] != 1:
         raise ValueError(f"{node}: {name} is a batch of {inside.shape[0]}; give one mask.")
     return inside[0]
@@ -293,14 +292,12 @@ class LabelConstraint(io.ComfyNode):
 
 def _object_descriptors(features, masks, node, name):
     """(B, C) mean normalised feature of each image's object (its mask, or the whole image)."""
-    from ..eye_core.correspondence import resize_mask
-
     maps = features.features.cpu()
     grid = tuple(maps.shape[-2:])
     labels = torch.zeros(maps.shape[0], *grid, dtype=torch.long)
     if masks is not None:
         with named(node):
-            inside = resize_mask(masks, grid, name=name)
+            inside = mask_at_grid(masks, grid, name=name)
         if inside.shape[0] not in (1, maps.shape[0]):
             raise ValueError(f"{node}: {name} holds {inside.shape[0]} masks for {maps.shape[0]} images; give one "
                              "mask per image (or one for all).")

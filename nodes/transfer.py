@@ -7,7 +7,8 @@ import logging
 from comfy_api.v0_0_2 import io
 
 from ..eye_core.adain import labelled_adain, masked_adain
-from ..eye_core.correspondence import empty_rows, no_token_message, resize_mask
+from ..eye_core.correspondence import empty_rows, no_token_message
+from ..eye_core.mask_grid import mask_at_grid, mask_batch
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
                                   TransferSchedule, choose_layers, guidance_problem)
@@ -45,18 +46,16 @@ def _fraction(name, default, tooltip):
 
 
 def _check_mask(mask, name, batch, node):
+    """A connected mask as (B|1, H, W) float, refused when its shape, batch or content cannot serve."""
     if mask is None:
         return None
-    if mask.ndim == 2:
-        mask = mask[None]
-    if mask.ndim != 3 or mask.shape[0] not in (1, batch) or mask.numel() == 0:
-        raise ValueError(f"{node}: {name} has shape {tuple(mask.shape)}; connect a MASK (B, H, W) with one mask, or "
-                         f"one per image of the batch ({batch}).")
+    with named(node):
+        mask = mask_batch(mask, name=name, batch=batch)[:, 0]
     if not bool((mask.flatten(1) > 0).any(dim=1).all()):
         raise ValueError(f"{node}: {name} is empty (all zero) for at least one image: SAM-HQ found nothing in the "
                          "box, or it is LoadImage's MASK of an image without alpha. Redraw the box, or leave the "
                          "input unconnected to use the whole image.")
-    return mask.float()
+    return mask
 
 
 def _check_models(first, second, first_what, second_what, node, fix):
@@ -123,7 +122,7 @@ def _check_mask_tokens(mask, name, role, grids, node):
     if mask is None:
         return
     grids = sorted(grids, reverse=True)  # finest first
-    empty = {grid: set(empty_rows(resize_mask(mask, grid, name=name))) for grid in grids}
+    empty = {grid: set(empty_rows(mask_at_grid(mask, grid, name=name))) for grid in grids}
     nowhere = sorted(set.intersection(*empty.values()))
     if nowhere:
         fix = f"draw a larger mask (a larger SAM box), or leave {name} unconnected to use the whole {role} image"

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from eye_for_an_eye.eye_core import correspondence as corr_mod
-from eye_for_an_eye.eye_core.correspondence import Correspondence, match, resize_mask
+from eye_for_an_eye.eye_core.correspondence import Correspondence, match
+from eye_for_an_eye.eye_core.mask_grid import mask_at_grid as resize_mask
 
 
 # --------------------------------------------------------------------------- helpers

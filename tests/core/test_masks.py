@@ -223,3 +223,33 @@ def test_masks_kept_inside_their_own_boxes():
     assert kept[0, :, :5].eq(1).all() and kept[0, :, 5:].eq(0).all()
     assert kept[1, 2:6, 5:].eq(1).all() and kept[1, :2].eq(0).all() and kept[1, :, :5].eq(0).all()
     assert masks.eq(1).all()  # the input is not modified
+
+
+def test_every_mask_is_read_in_one_place():
+    """The matcher, the rearrangement, masked AdaIN and the nodes resize masks through eye_core.mask_grid only."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readers = []
+    for path in sorted([*root.glob("eye_core/*.py"), *root.glob("nodes/*.py")]):
+        if path.name == "mask_grid.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        # a private mask reshaper: a function that both takes a mask and interpolates it bilinearly
+        for name, body in re.findall(r"^def (\w*mask\w*)\(.*?\n((?:    .*\n|\n)*)", text, re.M):
+            if "interpolate" in body and "bilinear" in body:
+                readers.append(f"{path.relative_to(root)}:{name}")
+    assert readers == [], f"resize masks with eye_core.mask_grid, not here: {readers}"
+
+
+def test_soft_and_token_masks_agree_on_the_inside():
+    from eye_for_an_eye.eye_core.mask_grid import mask_at_grid, soft_mask_at
+
+    mask = torch.zeros(1, 40, 60)
+    mask[:, 10:30, 20:50] = 1
+    soft = soft_mask_at(mask, (8, 12))
+    assert soft.shape == (1, 1, 8, 12) and 0 <= float(soft.min()) and float(soft.max()) <= 1
+    assert torch.equal(mask_at_grid(mask, (8, 12)), soft[:, 0] > 0)
+    with pytest.raises(ValueError, match=r"target_mask has a batch of 3; it must be 1 .* or 2"):
+        soft_mask_at(torch.ones(3, 4, 4), (2, 2), name="target_mask", batch=2)
