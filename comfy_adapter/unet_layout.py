@@ -149,3 +149,13 @@ def unet_block_output(model, positive, latent, sigma: float, noise: torch.Tensor
     sigmas = torch.tensor([float(sigma), 0.0])
     sample_with_cfg(model, positive, positive, 1.0, latent, make_sampler(capture), sigmas, seed)
     return captured["features"]
+
+
+def pixels_per_latent(model) -> int:
+    """How many image pixels one latent pixel covers for this model (8 for SD1.x, SD2.x and SDXL).
+
+    ComfyUI keeps the factor on the VAE, not on the model; a latent format that names it
+    (``spacial_downscale_ratio``, newer ComfyUI) is believed, the SD families' 8 otherwise.
+    """
+    latent_format = getattr(getattr(model, "model", None), "latent_format", None)
+    return int(getattr(latent_format, "spacial_downscale_ratio", 8))

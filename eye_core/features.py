@@ -13,14 +13,19 @@ from dataclasses import dataclass, replace
 import torch
 
 
+#: DIFT's settings (Tang et al. 2023, docs/METHOD.md §5): the noise level and the ensemble size.
+DIFT_TIMESTEP = 261
+DIFT_ENSEMBLE = 8
+
 @dataclass
 class FeatureMap:
     """Ensemble-averaged decoder features of a batch of images (type ``EYE_FEATURES``).
 
     ``features`` is (B, C, h, w) float32, not normalised (matching normalises);
     ``layer`` names the decoder level, ``timestep`` the noise level, ``latent_size`` the
-    (H, W) of the latent it came from (the image is 8x larger); ``origin`` the model and
-    images they were read from (a fingerprint.Origin), or None.
+    (H, W) of the latent it came from; ``origin`` the model and images they were read from
+    (a fingerprint.Origin), or None; ``pixels_per_latent`` the model's image-to-latent
+    downscale (8 for the SD families), so ``image_size`` is the image the latent encodes.
     """
 
     features: torch.Tensor
@@ -29,6 +34,12 @@ class FeatureMap:
     latent_size: tuple
     ensemble: int
     origin: object = None
+    pixels_per_latent: int = 8
+
+    @property
+    def image_size(self) -> tuple:
+        """(H, W) in pixels of the image the features were read from."""
+        return tuple(int(v) * self.pixels_per_latent for v in self.latent_size)
 
     @property
     def grid(self) -> tuple:

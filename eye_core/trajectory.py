@@ -133,7 +133,7 @@ class Trajectory:
         if x.ndim != 4 or tuple(x.shape[1:]) != (channels, height, width):
             raise ValueError(
                 f"the {what} has shape {tuple(x.shape)} but the trajectory was inverted from a latent of shape "
-                f"{self.latent_shape} (image {width * 8}x{height * 8} px). Use the LATENT output of the same "
+                f"{self.latent_shape} (latent {width}x{height}: an image of another size). Use the LATENT output of the same "
                 "Invert Latent node, or invert an image of this size."
             )
         if x.shape[0] != batch and batch != 1:

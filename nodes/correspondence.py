@@ -13,15 +13,13 @@ from ..eye_core.visualize import correspondence_colours, warp_image
 from ..comfy_adapter.memory import storage_device
 from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, FEATURES, named, node_id
 
-LATENT_TO_PIXELS = 8  # SD VAEs downscale by 8
 LOG = logging.getLogger("eye_for_an_eye")
 
 
 def _image_size(features, image):
     if image is not None:
         return tuple(image.shape[1:3])
-    height, width = features.latent_size
-    return (height * LATENT_TO_PIXELS, width * LATENT_TO_PIXELS)
+    return features.image_size
 
 
 def check_feature_models(target_features, reference_features, node: str) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..eye_core.features import FeatureMap, ensemble_mean
+from ..eye_core.features import DIFT_ENSEMBLE, DIFT_TIMESTEP, FeatureMap, ensemble_mean
 from ..eye_core.fingerprint import Origin
 from ..eye_core.visualize import pca_rgb
 from ..comfy_adapter.checks import check_conditioning, check_latent_channels, require_unet
 from ..comfy_adapter.fingerprints import image_print, model_print
 from ..comfy_adapter.memory import storage_device
 from ..comfy_adapter.sampling import timestep_sigma
-from ..comfy_adapter.unet_layout import dift_output_block, output_block_count, unet_block_output
+from ..comfy_adapter.unet_layout import dift_output_block, output_block_count, pixels_per_latent, unet_block_output
 from .common import CATEGORY, FEATURES, check_choices, node_id, require_finite
 
 AUTO_LEVEL = "auto (DIFT)"
@@ -57,9 +57,9 @@ def extract_features(model, latent, positive, timestep, decoder_level, ensemble_
     raw = unet_block_output(model, positive, members, sigma, noise, block, seed, node)
     features = ensemble_mean(raw, batch).to(storage_device())
     feature_map = FeatureMap(features=features, layer=f"output block {block}", timestep=int(timestep),
-                             latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size), origin=origin)
-    image_size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
-    preview = pca_rgb(features, size=image_size).to(storage_device())
+                             latent_size=tuple(samples.shape[-2:]), ensemble=int(ensemble_size), origin=origin,
+                             pixels_per_latent=pixels_per_latent(model))
+    preview = pca_rgb(features, size=feature_map.image_size).to(storage_device())
     return feature_map, preview
 
 
@@ -81,14 +81,14 @@ class ExtractUNetFeatures(io.ComfyNode):
                 io.Model.Input("model", tooltip="The UNet SD model (SD1.x, SD2.x, SDXL) whose features are read."),
                 io.Latent.Input("latent", tooltip="The clean latent of the image (VAEEncode), not a noisy one."),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the image, e.g. 'a photo of a bird'."),
-                io.Int.Input("timestep", default=261, min=0, max=999, tooltip="Noise level the features are read "
+                io.Int.Input("timestep", default=DIFT_TIMESTEP, min=0, max=999, tooltip="Noise level the features are read "
                              "at, as a training timestep (DIFT: 261, sigma about 0.72 on SD1.5). Lower keeps more "
                              "detail, higher more semantics."),
                 io.Combo.Input("decoder_level", options=_level_options(), default=AUTO_LEVEL, tooltip="Which decoder "
                                "block's output is read. auto = DIFT's choice: the first decoder level with attention, "
                                "after its upsample (SD1.5: output block 5, 1280 ch at 1/16 of the image; SDXL: "
                                "output block 2, same resolution)."),
-                io.Int.Input("ensemble_size", default=8, min=1, max=64, tooltip="Noise draws averaged (DIFT: 8). "
+                io.Int.Input("ensemble_size", default=DIFT_ENSEMBLE, min=1, max=64, tooltip="Noise draws averaged (DIFT: 8). "
                              "They run as one batch: lower it if memory is short."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the ensemble's noise."),

@@ -27,7 +27,6 @@ PARTS = "Proxy Parts"
 LABELS = "Label Constraint"
 RANK = "Rank Exemplars"
 LOG = logging.getLogger("eye_for_an_eye")
-LATENT_TO_PIXELS = 8
 
 
 def _grey(height: int, width: int) -> torch.Tensor:
@@ -200,8 +199,7 @@ def proxy_parts_node(target_features, reference_features, parts, seed, target_ma
     result = MatchConstraint(t_parts, r_parts, int(parts), f"{int(parts)} proxy parts (seed {int(seed)})")
     if constraint is not None:
         result = constraint.and_(result)
-    t_size = tuple(v * LATENT_TO_PIXELS for v in target_features.latent_size)
-    r_size = tuple(v * LATENT_TO_PIXELS for v in reference_features.latent_size)
+    t_size, r_size = target_features.image_size, reference_features.image_size
     return result, label_colours(t_parts, t_size), label_colours(r_parts, r_size)
 
 

@@ -8,6 +8,7 @@ from comfy_api.v0_0_2 import io
 
 from ..eye_core.adain import labelled_adain, masked_adain
 from ..eye_core.correspondence import empty_rows, no_token_message
+from ..eye_core.features import DIFT_ENSEMBLE, DIFT_TIMESTEP
 from ..eye_core.mask_grid import mask_at_grid, mask_batch
 from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
@@ -334,8 +335,8 @@ class TransferSampler(io.ComfyNode):
 
 def _dift(model, latent, positive, seed):
     """The all-in-one's DIFT features of one latent (the Extract UNet Features defaults)."""
-    return extract_features(model=model, latent=latent, positive=positive, timestep=261, decoder_level=AUTO_LEVEL,
-                            ensemble_size=8, seed=seed, node=ALL_IN_ONE)[0]
+    return extract_features(model=model, latent=latent, positive=positive, timestep=DIFT_TIMESTEP,
+                            decoder_level=AUTO_LEVEL, ensemble_size=DIFT_ENSEMBLE, seed=seed, node=ALL_IN_ONE)[0]
 
 
 def _best_reference(model, latents, positive, seed, candidates, target_mask, reference_mask, target_instances,

@@ -66,3 +66,14 @@ def test_explicit_level_and_bad_level(sd15, sdxl, tiny):
     xpos, _ = tiny.sdxl_conds()
     with pytest.raises(ValueError, match="output blocks 0 to 8"):
         extract(sdxl, tiny.vae_like_latent(1, 16, 16), xpos, level="output block 10", ensemble=1)
+
+
+def test_the_preview_and_the_image_size_follow_the_models_latent_factor(sd15, tiny, monkeypatch):
+    pos, _ = tiny.sd15_conds()
+    latent = tiny.vae_like_latent(1, 8, 12)
+    feature_map, preview = extract(sd15, latent, pos, ensemble=1)
+    assert feature_map.image_size == (64, 96) and tuple(preview.shape[1:3]) == (64, 96)
+    # a latent format that names its own downscale (newer ComfyUI) is believed
+    monkeypatch.setattr(sd15.model.latent_format, "spacial_downscale_ratio", 4, raising=False)
+    feature_map, preview = extract(sd15, latent, pos, ensemble=1)
+    assert feature_map.image_size == (32, 48) and tuple(preview.shape[1:3]) == (32, 48)
