@@ -82,3 +82,26 @@ def step_counts_problem(node_class, node: str, steps, skip_steps) -> str | None:
         return (f"{node}: skip_steps ({skip_steps}) must be smaller than steps ({steps}); lower skip_steps or raise "
                 "steps.")
     return None
+
+
+def check_same_model(first, second, first_what: str, second_what: str, node: str, fix: str,
+                     patches_note: str) -> None:
+    """The pack's one policy for two things made with different models (fingerprint.ModelPrint each).
+
+    Another model family or other weights: an error, ``fix`` saying what to connect (the
+    result would be wrong without a word). The same weights with other patches: a warning
+    with ``patches_note``, since editing with another patch on purpose is legitimate.
+    Nothing when either print is unknown or they agree.
+    """
+    import logging
+
+    from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference
+
+    kind = None if first is None else first.difference(second)
+    if kind is None:
+        return
+    text = describe_difference(kind, first, second, first_what, second_what)
+    if kind in (FAMILY, WEIGHTS):
+        raise ValueError(f"{node}: {text}. {fix}")
+    if kind == PATCHES:
+        logging.getLogger("eye_for_an_eye").warning("%s: %s. %s", node, text, patches_note)

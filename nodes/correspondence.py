@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 from comfy_api.v0_0_2 import io
 
 from ..eye_core.correspondence import match
-from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, model_of
+from ..eye_core.fingerprint import model_of
 from ..eye_core.visualize import correspondence_colours, warp_image
 from ..comfy_adapter.memory import storage_device
-from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, FEATURES, named, node_id
+from .common import CATEGORY, CONSTRAINT, CORRESPONDENCE, FEATURES, check_same_model, named, node_id
 
-LOG = logging.getLogger("eye_for_an_eye")
 
 
 def _image_size(features, image):
@@ -22,31 +20,24 @@ def _image_size(features, image):
     return features.image_size
 
 
-def check_feature_models(target_features, reference_features, node: str) -> None:
-    """Features of two model families (or two checkpoints) cannot be compared: say so, before anything else."""
-    target_model, reference_model = model_of(target_features), model_of(reference_features)
-    kind = None if target_model is None else target_model.difference(reference_model)
-    if kind is None:
-        return
-    text = describe_difference(kind, target_model, reference_model, "the target features", "the reference features")
-    if kind in (FAMILY, WEIGHTS):
-        raise ValueError(f"{node}: {text}. Features of different models cannot be matched, whatever their decoder "
-                         "level: connect the same MODEL to both Extract UNet Features nodes.")
-    if kind == PATCHES:
-        LOG.warning("%s: %s. The features are comparable but not alike; connect the same MODEL to both Extract "
-                    "UNet Features nodes unless you mean it.", node, text)
+def check_feature_models(target_features, reference_features, node: str,
+                         reference_what: str = "the reference features") -> None:
+    """Two FeatureMaps that are to be compared: the same model (fingerprints) and the same decoder level."""
+    check_same_model(
+        model_of(target_features), model_of(reference_features), "the target features", reference_what, node,
+        "Features of different models cannot be matched, whatever their decoder level: connect the same MODEL to both "
+        "Extract UNet Features nodes.",
+        "The features are comparable but not alike; connect the same MODEL to both Extract UNet Features nodes unless "
+        "you mean it.")
+    if target_features.layer != reference_features.layer:
+        raise ValueError(f"{node}: the target features come from {target_features.layer} but {reference_what} from "
+                         f"{reference_features.layer}. Set the same decoder_level on both Extract UNet Features nodes.")
 
 
 def match_correspondence(target_features, reference_features, target_mask=None, reference_mask=None,
                          reference_image=None, target_image=None, constraint=None, node="Match Correspondence"):
     """Match Correspondence's work: (correspondence, rearranged reference, colour map); errors name ``node``."""
     check_feature_models(target_features, reference_features, node)
-    if target_features.layer != reference_features.layer:
-        raise ValueError(
-            f"{node}: the target features come from {target_features.layer} but the reference "
-            f"features from {reference_features.layer}. Set the same decoder_level on both Extract UNet "
-            "Features nodes."
-        )
     with named(node):
         labels = {} if constraint is None else {"target_labels": constraint.target,
                                                 "reference_labels": constraint.reference,

@@ -184,9 +184,6 @@ def proxy_parts_node(target_features, reference_features, parts, seed, target_ma
                      constraint=None, node=PARTS):
     """(constraint, target parts preview, reference parts preview)."""
     check_feature_models(target_features, reference_features, node)
-    if target_features.layer != reference_features.layer:
-        raise ValueError(f"{node}: the target features come from {target_features.layer} but the reference features "
-                         f"from {reference_features.layer}; set the same decoder_level on both.")
     if target_features.features.shape[0] != 1 or reference_features.features.shape[0] != 1:
         raise ValueError(f"{node}: the features hold batches; split one target and one reference image.")
     t_grid = tuple(target_features.features.shape[-2:])
@@ -310,10 +307,7 @@ def _object_descriptors(features, masks, node, name):
 def rank_exemplars_node(target_features, candidate_features, candidates, target_instances=None, target_mask=None,
                         candidate_masks=None, instance=1, node=RANK):
     """(best candidate image, its index, the ranking as text, a preview with the scores)."""
-    check_feature_models(target_features, candidate_features, node)
-    if target_features.layer != candidate_features.layer:
-        raise ValueError(f"{node}: the target features come from {target_features.layer} but the candidates' from "
-                         f"{candidate_features.layer}; set the same decoder_level on both.")
+    check_feature_models(target_features, candidate_features, node, "the candidates' features")
     if target_features.features.shape[0] != 1:
         raise ValueError(f"{node}: the target features hold {target_features.features.shape[0]} images; rank "
                          "exemplars for one target image.")

@@ -8,7 +8,7 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..eye_core.feature_bank import SD15_512_BYTES_PER_STEP, FeatureBank
-from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, Origin, describe_difference, model_of
+from ..eye_core.fingerprint import Origin, model_of
 from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
 from ..eye_core.rearrange import LAYER_CHOICES, OFFICIAL_STEPS, TWO_FINEST, TransferSchedule, choose_layers
 from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
@@ -20,7 +20,8 @@ from ..comfy_adapter.patches import check_token_patches, transfer_plans, with_fe
 from ..comfy_adapter.progress import check_interrupt, progress_callback, warn_user
 from ..comfy_adapter.sampling import make_sampler, sample_with_cfg, sampler_cfg, sigma_grid
 from ..comfy_adapter.unet_layout import decoder_attention_levels
-from .common import CATEGORY, TRAJECTORY, check_choices, named, node_id, require_finite, step_counts_problem
+from .common import (CATEGORY, TRAJECTORY, check_choices, check_same_model, named, node_id, require_finite,
+                     step_counts_problem)
 
 # Latents whose values are all below this (in raw VAE units) are treated as empty.
 EMPTY_LATENT_ATOL = 1e-8
@@ -84,19 +85,12 @@ def check_sampling_model(sampler_model, trajectory, node: str, what: str = "this
     inverted = model_of(trajectory)
     if inverted is None:
         return
-    sampling = sampling_model_print(sampler_model)
-    kind = inverted.difference(sampling)
-    if kind is None:
-        return
-    text = describe_difference(kind, inverted, sampling, what, "the sampler's model")
-    if kind in (FAMILY, WEIGHTS):
-        raise ValueError(
-            f"{node}: {text}. A trajectory only replays on the model it was inverted with: connect that model to "
-            "the CFGGuider (the same checkpoint and patches), or invert the image again with this model.")
-    if kind == PATCHES:
-        LOG.warning("%s: %s. The replay will not rebuild the inverted image exactly; that is expected if you edit "
-                    "with another patch on purpose, otherwise give the CFGGuider the model (and patches) Invert "
-                    "Latent had.", node, text)
+    check_same_model(
+        inverted, sampling_model_print(sampler_model), what, "the sampler's model", node,
+        "A trajectory only replays on the model it was inverted with: connect that model to the CFGGuider (the same "
+        "checkpoint and patches), or invert the image again with this model.",
+        "The replay will not rebuild the inverted image exactly; that is expected if you edit with another patch on "
+        "purpose, otherwise give the CFGGuider the model (and patches) Invert Latent had.")
 
 
 def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, trajectory, after_step=None,

@@ -10,7 +10,7 @@ from ..eye_core.adain import labelled_adain, masked_adain
 from ..eye_core.correspondence import empty_rows, no_token_message
 from ..eye_core.features import DIFT_ENSEMBLE, DIFT_TIMESTEP
 from ..eye_core.mask_grid import mask_at_grid, mask_batch
-from ..eye_core.fingerprint import FAMILY, PATCHES, WEIGHTS, describe_difference, images_of, model_of
+from ..eye_core.fingerprint import images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
                                   TransferSchedule, choose_layers, guidance_problem)
 from ..eye_core.transfer import TransferPlan, check_pair
@@ -21,7 +21,7 @@ from ..comfy_adapter.patches import check_token_patches, has_output_block_patch,
 from ..comfy_adapter.progress import progress_callback
 from ..comfy_adapter.sampling import make_sampler, sample_with_cfg
 from ..comfy_adapter.unet_layout import attention_grids, decoder_attention_levels
-from .common import (CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, check_choices, named, node_id,
+from .common import (CATEGORY, CONSTRAINT, CORRESPONDENCE, TRAJECTORY, check_choices, check_same_model, named, node_id,
                      require_finite, step_counts_problem)
 from .correspondence import match_correspondence
 from .features import AUTO_LEVEL, extract_features
@@ -60,16 +60,8 @@ def _check_mask(mask, name, batch, node):
 
 
 def _check_models(first, second, first_what, second_what, node, fix):
-    """Another model family or checkpoint: an error ending in ``fix``; other patches only: a warning."""
-    kind = None if first is None else first.difference(second)
-    if kind is None:
-        return
-    text = describe_difference(kind, first, second, first_what, second_what)
-    if kind in (FAMILY, WEIGHTS):
-        raise ValueError(f"{node}: {text}. {fix}")
-    if kind == PATCHES:
-        LOG.warning("%s: %s. The transfer runs, but the features and the replay do not quite agree; %s", node, text,
-                    fix[0].lower() + fix[1:])
+    check_same_model(first, second, first_what, second_what, node, fix,
+                     "The transfer runs, but the features and the replay do not quite agree; " + fix[0].lower() + fix[1:])
 
 
 def check_trajectories(reference, structure, node, model=None):
