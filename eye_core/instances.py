@@ -1,6 +1,6 @@
 """Several objects at once: numbered instances, their pairing, and the label maps matching obeys.
 
-Multi-object transfer reduces to one rule the matcher enforces (correspondence.match's
+Multi-object transfer reduces to one rule the matcher enforces (matching.match's
 ``target_labels`` / ``reference_labels``): a target token may only match reference tokens
 carrying the label it is allowed. Everything here builds those label maps:
 

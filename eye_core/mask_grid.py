@@ -61,3 +61,21 @@ def mask_at_grid(mask: torch.Tensor, grid: Grid, *, name: str = "mask") -> torch
     if tuple(m.shape[-2:]) != (h, w):
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
     return m[:, 0] > 0
+
+
+def empty_rows(valid: torch.Tensor) -> list:
+    """Batch rows of a bool ``(B, h, w)`` token mask that hold no token (one host sync)."""
+    empty = ~valid.flatten(1).any(dim=1)
+    return [i for i, e in enumerate(empty.tolist()) if e] if bool(empty.any()) else []
+
+
+def no_token_message(name: str, role: str, grids, rows: list, fix: str = "") -> str:
+    """Why a mask that is not empty can still select nothing: it leaves no token at the token grid(s)."""
+    grids = [tuple(grids)] if isinstance(grids[0], int) else sorted((tuple(g) for g in grids), reverse=True)
+    fix = fix or (f"draw a larger mask (a larger SAM box), or pass none to use the whole {role} image")
+    where = (f"the {grids[0][0]}x{grids[0][1]} token grid" if len(grids) == 1 else
+             "the " + ", ".join(f"{h}x{w}" for h, w in grids[:-1]) + f" and {grids[-1][0]}x{grids[-1][1]} token grids")
+    h, w = grids[0]
+    return (f"{name} leaves no {role} token at {where} (batch row(s) {rows}; masks are resized bilinearly to the "
+            f"grid and a token is inside where the value is above 0). The mask is empty or thinner than one token "
+            f"(~1/{h} of the image height, 1/{w} of its width): {fix}.")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
-from .correspondence import Correspondence, match
+from .correspondence import Correspondence
+from .matching import match
 
 # Actions at one step.
 NOTHING = "nothing"

@@ -142,6 +142,28 @@ class Trajectory:
                 "of the same Invert Latent node."
             )
 
+    def check_start(self, x: torch.Tensor, first_sigma: float, what: str = "this trajectory") -> None:
+        """Raise when ``x``, entering at the trajectory's start, is not its start latent.
+
+        The two usual mistakes get their own advice: noise added on top of it (the sampler's
+        NOISE was not DisableNoise) and the other image's start latent.
+        """
+        start = self.rows(self.start_latent, x.shape[0]).to(x.device, x.dtype)
+        gap = (x - start).abs().max().item()
+        if gap <= 1e-3 * (1.0 + start.abs().max().item()):
+            return
+        spread = (x - start).float().std().item()
+        if abs(spread / max(float(first_sigma), 1e-8) - 1.0) < 0.25:  # x = start + sigma * noise
+            raise ValueError(
+                f"the latent entering it differs from the trajectory's start latent (max difference {gap:.3g}) by "
+                "noise of the first sigma's size: noise was added to it. Use DisableNoise as the NOISE input of "
+                "SamplerCustomAdvanced (or add_noise off in SamplerCustom) and the start_latent output of Invert "
+                "Latent.")
+        raise ValueError(
+            f"the latent entering it is not {what}'s start latent (max difference {gap:.3g}): it is another image's, "
+            "perhaps the start_latent of the other Invert Latent. Connect the start_latent output of the Invert "
+            "Latent whose trajectory this sampler replays.")
+
     def rows(self, tensor: torch.Tensor, batch: int) -> torch.Tensor:
         """``tensor`` (whose first dim is this trajectory's batch) expanded to ``batch`` rows."""
         if tensor.shape[0] == batch:
@@ -193,3 +215,29 @@ def replay_step(x, denoised, sigma, sigma_next, noise_map=None):
         return denoised + eps * sigma_next
     down, up = ancestral_split(sigma, sigma_next)
     return denoised + eps * down + noise_map * up
+
+
+def replay(trajectory: Trajectory, x: torch.Tensor, sigmas: torch.Tensor, denoise, offset: int = 0,
+           on_step=None, after_step=None, interrupt=None) -> torch.Tensor:
+    """Steps ``x`` down ``sigmas`` (a stretch of the trajectory's schedule from ``offset``) with its noise maps.
+
+    ``denoise(x, sigma)`` is the model's prediction; ``on_step(i, x, denoised)`` sees each
+    step (previews); ``after_step(step, total, next_index, x) -> x`` may adjust the latent
+    after it (the Transfer Sampler's masked AdaIN), counting along the trajectory's own
+    schedule so sigmas cut with SplitSigmas keep their place; ``interrupt()`` may raise to
+    stop between steps. With the predictions the inversion saw, this rebuilds its latents.
+    """
+    values = sigmas.detach().to("cpu", torch.float64).tolist()
+    for i in range(len(values) - 1):
+        if interrupt is not None:
+            interrupt()
+        denoised = denoise(x, sigmas[i])
+        if on_step is not None:
+            on_step(i, x, denoised)
+        noise_map = None
+        if trajectory.noise is not None:
+            noise_map = trajectory.rows(trajectory.noise[offset + i], x.shape[0]).to(x.device, x.dtype)
+        x = replay_step(x, denoised, values[i], values[i + 1], noise_map)
+        if after_step is not None:
+            x = after_step(offset + i, trajectory.steps, offset + i + 1, x)
+    return x

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .adain import labelled_adain, masked_adain
 from .correspondence import Correspondence
 from .mask_grid import mask_at_grid
 from .instances import MatchConstraint
@@ -243,3 +244,27 @@ def check_pair(reference: Trajectory, structure: Trajectory) -> None:
 
 
 __all__ = ["TransferPlan", "StepInfo", "check_pair", "REFERENCE", "STRUCTURE_ROLE", "SYMMETRIC", "OFFICIAL"]
+
+
+def adain_after_step(reference: Trajectory, schedule: TransferSchedule, target_mask=None, reference_mask=None,
+                     constraint: MatchConstraint | None = None):
+    """The Transfer Sampler's step hook: masked AdaIN toward the reference's latent on the schedule's AdaIN steps.
+
+    Returns ``after_step(step, total, next_index, x) -> x`` for eye_core.trajectory.replay.
+    With a ``constraint`` (several objects) AdaIN runs region by region: each target object or
+    part takes the statistics of the reference region it may match.
+    """
+    labels = {}
+
+    def after_step(i, total, index, x):
+        if not schedule.adain(i, total):
+            return x
+        reference_latent = reference.latents[index].to(x.device, x.dtype)
+        if constraint is None:
+            return masked_adain(x, reference_latent, target_mask, reference_mask)
+        key = (tuple(x.shape[-2:]), tuple(reference_latent.shape[-2:]), x.device)
+        if key not in labels:  # the label maps at the latents' sizes, once per sampling
+            labels[key] = constraint.at(key[0], key[1], x.device)
+        return labelled_adain(x, reference_latent, *labels[key], target_mask, reference_mask)
+
+    return after_step

@@ -6,7 +6,7 @@ import dataclasses
 
 from comfy_api.v0_0_2 import io
 
-from ..eye_core.correspondence import match
+from ..eye_core.matching import match
 from ..eye_core.fingerprint import model_of
 from ..eye_core.visualize import correspondence_colours, warp_image
 from ..comfy_adapter.memory import storage_device

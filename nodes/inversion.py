@@ -11,7 +11,7 @@ from ..eye_core.feature_bank import SD15_512_BYTES_PER_STEP, FeatureBank
 from ..eye_core.fingerprint import Origin, model_of
 from ..eye_core.inversion import NoiseStream, inversion_sigmas, invert_ddim, invert_edit_friendly
 from ..eye_core.rearrange import LAYER_CHOICES, OFFICIAL_STEPS, TWO_FINEST, TransferSchedule, choose_layers
-from ..eye_core.trajectory import EF_DDPM, METHODS, replay_step
+from ..eye_core.trajectory import EF_DDPM, METHODS, replay
 from ..comfy_adapter.checks import (check_conditioning, check_guidance, check_latent_channels, check_sampler_conditioning,
                                     require_unet)
 from ..comfy_adapter.fingerprints import image_print, model_print, sampling_model_print
@@ -114,41 +114,19 @@ def _replay(model, x, sigmas, extra_args=None, callback=None, disable=None, *, t
     if adain_schedule is not None:
         for text in adain_schedule.empty_windows(trajectory.steps, rearrange=False):
             warn_user(node, text)
-    try:
+    with named(node):
         offset = trajectory.locate(sigmas)
         trajectory.check_latent(x, "latent entering it")
-    except ValueError as error:
-        raise ValueError(f"{node}: {error}") from None
-    if offset == 0:
-        start = trajectory.rows(trajectory.start_latent, x.shape[0]).to(x.device, x.dtype)
-        gap = (x - start).abs().max().item()
-        if gap > 1e-3 * (1.0 + start.abs().max().item()):
-            spread = (x - start).float().std().item()
-            if abs(spread / max(float(sigmas[0]), 1e-8) - 1.0) < 0.25:  # x = start + sigma * noise
-                raise ValueError(
-                    f"{node}: the latent entering it differs from the trajectory's start latent (max difference "
-                    f"{gap:.3g}) by noise of the first sigma's size: noise was added to it. Use DisableNoise as the "
-                    "NOISE input of SamplerCustomAdvanced (or add_noise off in SamplerCustom) and the start_latent "
-                    "output of Invert Latent.")
-            raise ValueError(
-                f"{node}: the latent entering it is not {what}'s start latent (max difference {gap:.3g}): it is "
-                "another image's, perhaps the start_latent of the other Invert Latent. Connect the start_latent "
-                "output of the Invert Latent whose trajectory this sampler replays."
-            )
-    values = sigmas.detach().to("cpu", torch.float64).tolist()
+        if offset == 0:
+            trajectory.check_start(x, float(sigmas[0]), what)
     ones = x.new_ones([x.shape[0]])
-    for i in range(len(values) - 1):
-        check_interrupt()
-        denoised = model(x, sigmas[i] * ones, **extra_args)
+
+    def on_step(i, latent, denoised):
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        noise_map = None
-        if trajectory.noise is not None:
-            noise_map = trajectory.rows(trajectory.noise[offset + i], x.shape[0]).to(x.device, x.dtype)
-        x = replay_step(x, denoised, values[i], values[i + 1], noise_map)
-        if after_step is not None:
-            x = after_step(offset + i, trajectory.steps, offset + i + 1, x)
-    return x
+            callback({"x": latent, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+
+    return replay(trajectory, x, sigmas, lambda latent, sigma: model(latent, sigma * ones, **extra_args), offset,
+                  on_step, after_step, check_interrupt)
 
 
 def _check_latent(samples: torch.Tensor, node: str):

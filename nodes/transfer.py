@@ -6,14 +6,13 @@ import logging
 
 from comfy_api.v0_0_2 import io
 
-from ..eye_core.adain import labelled_adain, masked_adain
-from ..eye_core.correspondence import empty_rows, no_token_message
+from ..eye_core.mask_grid import empty_rows, no_token_message
 from ..eye_core.features import DIFT_ENSEMBLE, DIFT_TIMESTEP
 from ..eye_core.mask_grid import mask_at_grid, mask_batch
 from ..eye_core.fingerprint import images_of, model_of
 from ..eye_core.rearrange import (GUIDANCE_MODES, IMPLICIT, INJECTION_MODES, LAYER_CHOICES, OFFICIAL, TWO_FINEST,
                                   TransferSchedule, choose_layers, guidance_problem)
-from ..eye_core.transfer import TransferPlan, check_pair
+from ..eye_core.transfer import TransferPlan, adain_after_step, check_pair
 from ..comfy_adapter.checks import require_unet
 from ..comfy_adapter.fingerprints import model_print
 from ..comfy_adapter.memory import storage_device
@@ -249,23 +248,6 @@ class ApplyAppearanceTransfer(io.ComfyNode):
                                             correspondence, target_mask, reference_mask, constraint))
 
 
-def _adain_hook(reference, schedule, target_mask, reference_mask, constraint=None):
-    labels = {}
-
-    def after_step(i, total, index, x):
-        if not schedule.adain(i, total):
-            return x
-        reference_latent = reference.latents[index].to(x.device, x.dtype)
-        if constraint is None:
-            return masked_adain(x, reference_latent, target_mask, reference_mask)
-        key = (tuple(x.shape[-2:]), tuple(reference_latent.shape[-2:]), x.device)
-        if key not in labels:  # the label maps at the latents' sizes, once per sampling
-            labels[key] = constraint.at(key[0], key[1], x.device)
-        return labelled_adain(x, reference_latent, *labels[key], target_mask, reference_mask)
-
-    return after_step
-
-
 def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=None, reference_mask=None,
                      constraint=None, node=SAMPLER):
     """The Transfer Sampler's SAMPLER; errors (here and while it samples) name ``node``.
@@ -277,7 +259,7 @@ def transfer_sampler(structure, reference, adain_start, adain_end, target_mask=N
     with named(node):
         schedule = TransferSchedule(adain_start=adain_start, adain_end=adain_end)
     batch = structure.latent_shape[0]
-    hook = _adain_hook(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
+    hook = adain_after_step(reference, schedule, _check_mask(target_mask, "target_mask", batch, node),
                        _check_mask(reference_mask, "reference_mask", reference.latent_shape[0], node), constraint)
     return make_sampler(_replay, trajectory=structure, after_step=hook, node=node,
                                what="the structure trajectory", adain_schedule=schedule)
@@ -377,7 +359,15 @@ def check_all_in_one(node_class, target, reference, steps, skip_steps, cfg, matc
 
 
 class AppearanceTransfer(io.ComfyNode):
-    """All-in-one: target and reference images in, the transferred image out (same code as the modular nodes)."""
+    """All-in-one: target and reference images in, the transferred image out.
+
+    It calls the very functions the modular nodes run (invert_latent, extract_features,
+    match_correspondence, apply_transfer, transfer_sampler), so the two give the same result
+    (tests/comfy/test_transfer_nodes.py). ComfyUI's node expansion (returning a subgraph)
+    would run the nodes themselves, but every error would then name an inner node the user
+    never placed, and the executor would cache the two trajectories (gigabytes at 512 px) per
+    inner node; a plain call keeps errors on this node and memory to one prompt.
+    """
 
     @classmethod
     def define_schema(cls) -> io.Schema:

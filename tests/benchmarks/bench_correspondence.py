@@ -40,7 +40,7 @@ def accuracy(renders, target_features, reference_features, masked: bool):
     """Mean part accuracy of cosine matching of (B, C, h, w) maps, with or without the objects' masks."""
     import torch
 
-    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.matching import match
     from eye_for_an_eye.eye_demo.metrics import correspondence_accuracy
 
     grid = tuple(target_features.shape[-2:])

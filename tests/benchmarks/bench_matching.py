@@ -10,7 +10,7 @@ For each case it times, with medians over ``--repeats``:
   re-normalise the whole reference as they do, one matrix-vector product, ``.cpu()``,
   numpy argmax). At 64x64 only ``--loop-rows`` evenly spaced rows are timed and the time
   is extrapolated linearly to all rows (each row does the same work); the output says so.
-* ``match``: ``eye_core.correspondence.match`` with its defaults (mutual check on);
+* ``match``: ``eye_core.matching.match`` with its defaults (mutual check on);
   ``match/step``: ``mutual=False`` as the per-step attention path calls it; ``match/masks``:
   with a target and a reference mask.
 * ``bare mm``: one float32 matrix product (N_t, C) @ (C, N_r) of pre-normalised tokens,
@@ -121,7 +121,7 @@ def timed(fn):
 def bench_case(name, grid, channels, what, args):
     import torch
     import torch.nn.functional as F
-    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.matching import match
 
     target, reference = planted_features(grid, channels)
     n = grid[0] * grid[1]
@@ -178,7 +178,7 @@ import psutil, torch
 sys.path.insert(0, {bench_dir!r})
 import bench_matching as b
 b.load_pack()
-from eye_for_an_eye.eye_core.correspondence import match, chunk_rows, DEFAULT_MEMORY_BUDGET
+from eye_for_an_eye.eye_core.matching import match, chunk_rows, DEFAULT_MEMORY_BUDGET
 if {threads}:
     torch.set_num_threads({threads})
 g = torch.Generator().manual_seed(0)

@@ -173,7 +173,7 @@ def test_a_batch_correspondence_is_checked_row_by_row(sd15, tiny):
 
 
 def test_a_correspondence_without_matches_is_refused(pair):
-    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.matching import match
 
     model, pos, neg, target, reference, *_ = pair
     empty = match(torch.randn(1, 8, 8, 12), torch.randn(1, 8, 12, 8), torch.zeros(1, 8, 12), check_masks=False)

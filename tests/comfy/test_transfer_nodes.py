@@ -324,7 +324,7 @@ def test_implicit_attention_baseline(pair, tiny, custom_sampler_nodes):
 
 def test_implicit_attention_takes_no_correspondence(pair):
     from eye_for_an_eye.eye_core.rearrange import IMPLICIT
-    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.matching import match
 
     model, pos, neg, target, reference, start, sigmas = pair
     corr = match(torch.randn(1, 4, 2, 3), torch.randn(1, 4, 3, 2))

@@ -22,8 +22,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eye_for_an_eye.eye_core import correspondence as corr_mod
-from eye_for_an_eye.eye_core.correspondence import Correspondence, match
+from eye_for_an_eye.eye_core import matching as corr_mod
+from eye_for_an_eye.eye_core.correspondence import Correspondence
+from eye_for_an_eye.eye_core.matching import match
 from eye_for_an_eye.eye_core.mask_grid import mask_at_grid as resize_mask
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from eye_for_an_eye.eye_core import instances
-from eye_for_an_eye.eye_core.correspondence import match
+from eye_for_an_eye.eye_core.matching import match
 from eye_for_an_eye.eye_core.instances import PairingError
 
 

@@ -4,7 +4,7 @@ disagreement with the authors' matches, and gives only near-ties the authors' ch
 import torch
 from eye_test_support.pack import load_parity_harness
 
-from eye_for_an_eye.eye_core.correspondence import match
+from eye_for_an_eye.eye_core.matching import match
 
 
 def test_near_ties_take_the_authors_choice_and_real_disagreements_are_reported():

@@ -171,7 +171,7 @@ def test_feature_bank_budget_is_per_latent():
 
 
 def test_fixed_correspondence_obeys_the_patch_masks():
-    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.matching import match
     from eye_for_an_eye.eye_core.trajectory import EF_DDPM, Trajectory
     from eye_for_an_eye.eye_core.transfer import TransferPlan
 
@@ -277,7 +277,7 @@ def test_per_step_matching_follows_the_instance_pairing():
 
 
 def test_a_fixed_correspondence_is_filtered_by_the_instance_pairing():
-    from eye_for_an_eye.eye_core.correspondence import match
+    from eye_for_an_eye.eye_core.matching import match
 
     features = torch.randn(1, 8, 8, 12, generator=torch.Generator().manual_seed(2))
     plan, constraint = _plan_with_constraint(match(features, features))  # identity: the wrong instance
