@@ -3,6 +3,12 @@
 The headless demo (``python -m eye_for_an_eye.demo``) runs the pack's example workflow
 through it, and the tests run every example workflow on a real server with it.
 
+Why a converter and not a stored API-format copy of the demo workflow: the demo command runs
+any UI workflow a user saved (``--workflow``), not only the shipped one, and a stored copy
+would be a second file to keep in step with the template. The frontend's own rules are what
+make it long (about 500 lines); they are kept in one module, checked against the real frontend
+by tests/e2e/test_workflow_api.py and tests/browser.
+
 The frontend saves a graph: ``nodes`` (each with ``type``, ``mode``, ``inputs`` holding
 link ids, and ``widgets_values``, a flat list of widget values) and ``links``
 (``[id, origin_id, origin_slot, target_id, target_slot, type]``). ``POST /prompt`` wants
