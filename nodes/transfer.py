@@ -1,4 +1,9 @@
-"""Appearance transfer: the attention patch, the Transfer Sampler and the all-in-one node."""
+"""Appearance transfer: the attention patch, the Transfer Sampler and the all-in-one node.
+
+The three share their input checks (trajectories, masks, correspondence, models), which is
+why they live in one module of a little over 500 lines; the work itself is in
+eye_core.transfer and comfy_adapter.patches.
+"""
 
 from __future__ import annotations
 
