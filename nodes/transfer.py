@@ -459,6 +459,14 @@ class AppearanceTransfer(io.ComfyNode):
                         MODEL_AS_CONNECTED)
         elif freeu == AUTHORS_FREEU:
             model = authors_freeu(model, node=ALL_IN_ONE)  # a clone: the connected model stays as it is
+        automatic = target_instances is not None and not (pairs or "").strip()
+        numbered = typed = None
+        if target_instances is not None and not best_reference:  # typed pairs are checked before any UNet pass
+            numbered = {name: number_instances(image, masks, node=ALL_IN_ONE)[0] for name, image, masks in
+                        (("target", target, target_instances), ("reference", reference, reference_instances))}
+            if not automatic:
+                typed = pair_instances(numbered["target"], numbered["reference"], pairs, None, None,
+                                       node=ALL_IN_ONE)[0]
         latents = {name: {"samples": vae.encode(image[:, :, :, :3])} for name, image in
                    (("target", target), ("reference", reference))}
         target_features = None
@@ -474,19 +482,19 @@ class AppearanceTransfer(io.ComfyNode):
                 method=EF_DDPM, seed=seed if name == "target" else reference_noise_seed(seed), skip_steps=skip_steps,
                 node=ALL_IN_ONE)
             trajectories[name], starts[name] = trajectory, start
-        automatic = target_instances is not None and not (pairs or "").strip()
         features = None
         if matching == FIXED_DIFT or automatic or proxy_parts > 0:
             features = {name: target_features if name == "target" and target_features is not None else
                         _dift(model, latent, positive, seed) for name, latent in latents.items()}
         if target_instances is not None:
-            numbered = {name: number_instances(image, masks, node=ALL_IN_ONE)[0] for name, image, masks in
-                        (("target", target, target_instances), ("reference", reference, reference_instances))}
+            if numbered is None:
+                numbered = {name: number_instances(image, masks, node=ALL_IN_ONE)[0] for name, image, masks in
+                            (("target", target, target_instances), ("reference", reference, reference_instances))}
             target_mask = target_instances.amax(0, keepdim=True) if target_mask is None else target_mask
             reference_mask = reference_instances.amax(0, keepdim=True) if reference_mask is None else reference_mask
-            paired = pair_instances(numbered["target"], numbered["reference"], pairs,
-                                    features["target"] if automatic else None,
-                                    features["reference"] if automatic else None, node=ALL_IN_ONE)[0]
+            paired = typed if typed is not None else pair_instances(
+                numbered["target"], numbered["reference"], pairs, features["target"], features["reference"],
+                node=ALL_IN_ONE)[0]
             constraint = paired if constraint is None else constraint.and_(paired)
         if proxy_parts > 0:
             constraint = proxy_parts_node(features["target"], features["reference"], proxy_parts, seed, target_mask,

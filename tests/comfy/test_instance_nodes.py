@@ -225,8 +225,14 @@ def test_the_all_in_one_node_pairs_automatically_and_adds_proxy_parts(comfy, sd1
     ({"reference_instances": None}, "^Eye-for-an-eye Appearance Transfer: connect instance masks for both images"),
 ])
 def test_the_all_in_one_node_names_itself_in_instance_errors(comfy, sd15, tiny, monkeypatch, settings, message):
+    from eye_for_an_eye.nodes import transfer
+
+    inverted = []
+    real = transfer.invert_latent
+    monkeypatch.setattr(transfer, "invert_latent", lambda *a, **k: inverted.append(1) or real(*a, **k))
     with pytest.raises(ValueError, match=message):
         _all_in_one(sd15, tiny, monkeypatch, **settings)
+    assert inverted == []  # found before either image was inverted
 
 
 @pytest.mark.parametrize("category, count", [("two creatures, swapped", 2), ("three creatures, swapped", 3)])
