@@ -1,5 +1,7 @@
 """Benchmark (not a test): the cost of an appearance transfer against plain ComfyUI sampling.
 
+(About 500 lines: one script that measures every row in one process, side by side.)
+
 One sampling run per row, each over the same sigmas (the target's Invert Latent schedule),
 through ComfyUI's own SamplerCustomAdvanced + CFGGuider (cfg 2.5, CFG on: cond and uncond
 rows) + DisableNoise, batch 1. A row's time is everything after inversion: building the

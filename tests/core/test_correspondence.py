@@ -1,4 +1,7 @@
-"""Dense cosine nearest-neighbour matching (eye_core.correspondence).
+"""Dense cosine nearest-neighbour matching (eye_core.matching) and its result (eye_core.correspondence).
+
+(About 600 lines: the matcher's contract, case by case, against the authors' loop; split by
+concern it would repeat the fixtures in every file.)
 
 The reference behaviour is the authors' per-pixel loop (``matching_feature`` in their
 ``appearance_transfer_model_final.py``), rewritten here as a naive test oracle with the

@@ -1,5 +1,8 @@
 """End-to-end harness: a real ComfyUI server with this pack and the test-only nodes loaded.
 
+(A little over 500 lines: the server's life cycle, its fixtures and the prompt helpers are one
+harness that every e2e test uses.)
+
 Session fixtures
 ----------------
 ``comfy_server``  -> ComfyServer: the running server (``url``, ``input_dir``, ``output_dir``,

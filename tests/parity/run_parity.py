@@ -1,5 +1,8 @@
 """Parity run (a script, not a test): the pack's ComfyUI path against the authors' released code.
 
+(One file of about 700 lines on purpose: the shared inputs, the match audit, the golden and the
+three modes must agree on every detail, and the tests load it as one module.)
+
 Both run the official preset on the same tiny random SD1.5-layout UNet (ComfyUI's UNetModel;
 its weights converted to diffusers' layout for the authors' pipeline), the same 64x64 latents
 (the authors hard-code 64x64 and 32x32 token grids and the 6-row CFG batch), the same
