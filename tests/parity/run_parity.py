@@ -37,9 +37,9 @@ tests/core/test_freeu.py). Image size: 64x64 latents are the authors' 512x512, s
 and native size coincide here.
 
 The golden. ``--parity --write-golden`` also stores the authors' side of the parity run in
-tests/parity/golden/authors-official.npz (about 1 MB): their output latent at a few key steps
-in full and at every step pooled 8 x 8, their inversion noise maps likewise, a digest of every
-match they made (with the three or so near-tie tokens spelt out) and a digest of the inputs.
+tests/parity/golden/authors-official.npz (1.4 MB): their output latent at a few key steps
+in full and at every step pooled 8 x 8, their inversion noise maps likewise, every match they made
+(which tokens, and to which reference token) and a digest of the inputs.
 ``--golden`` compares the pack's official preset with that file, with no checkout of their code:
 what CI runs on every machine (tests/comfy/test_authors_parity.py).
 
@@ -264,8 +264,6 @@ class MatchAudit:
         self.calls = self.compared = self.ties = self.disagreements = 0
         self.largest_tie_gap = self.smallest_disagreement_gap = 0.0
         self.unpaired_calls = 0
-        self.per_grid = {}
-        self.resolved = []  # (grid, call number within the grid, tokens, the authors' choices) of near-ties taken
 
     def __call__(self, real_match):
         def audited(output, reference, target_mask, reference_mask, **kwargs):
@@ -282,7 +280,6 @@ class MatchAudit:
             self.unpaired_calls += 1
             return correspondence
         theirs = queue.pop(0).to(correspondence.index.device)
-        number = self.per_grid[side] = self.per_grid.get(side, -1) + 1
         ours = correspondence.index[0]
         both = (theirs >= 0) & (ours >= 0)
         self.compared += int(both.sum())
@@ -305,7 +302,6 @@ class MatchAudit:
             return correspondence
         index = correspondence.index.clone()
         index[0, differ[tie]] = theirs[differ[tie]]
-        self.resolved.append((side, number, differ[tie].cpu(), theirs[differ[tie]].cpu()))
         return dataclasses.replace(correspondence, index=index)
 
     def summary(self) -> dict:
@@ -314,56 +310,6 @@ class MatchAudit:
                 "near_ties": self.ties, "largest_near_tie_gap": self.largest_tie_gap,
                 "disagreements": self.disagreements, "smallest_disagreement_gap": self.smallest_disagreement_gap,
                 "near_ties_resolved_as_the_authors": self.resolve_ties}
-
-
-def match_digest(index: torch.Tensor) -> str:
-    """A digest of one layer call's matches (reference token per target token, -1 unmatched)."""
-    return hashlib.sha1(index.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()).hexdigest()
-
-
-class GoldenAudit:
-    """The golden's stand-in for MatchAudit: the stored near-ties take the authors' choice, then
-    each call's matches must have the digest of the authors' matches for that layer and step."""
-
-    def __init__(self, golden: dict):
-        self.queues, self.overrides = {}, {}
-        for grid, digest in zip(golden["match_grids"].tolist(), golden["match_digests"].tolist()):
-            self.queues.setdefault(grid, []).append(digest)
-        for grid, number, token, choice in golden["near_ties"].tolist():
-            self.overrides.setdefault((grid, number), []).append((token, choice))
-        self.calls, self.unpaired_calls, self.differing_calls, self.first_differing = 0, 0, 0, None
-        self.per_grid = {}
-
-    def __call__(self, real_match):
-        def audited(output, reference, target_mask, reference_mask, **kwargs):
-            return self.check(real_match(output, reference, target_mask, reference_mask, **kwargs))
-
-        return audited
-
-    def check(self, correspondence):
-        self.calls += 1
-        side = correspondence.target_grid[0]
-        queue = self.queues.get(side)
-        if not queue or correspondence.batch_size != 1:
-            self.unpaired_calls += 1
-            return correspondence
-        expected = queue.pop(0)
-        number = self.per_grid[side] = self.per_grid.get(side, -1) + 1
-        fixes = self.overrides.get((side, number))
-        if fixes:
-            index = correspondence.index.clone()
-            for token, choice in fixes:
-                index[0, token] = choice
-            correspondence = dataclasses.replace(correspondence, index=index)
-        if match_digest(correspondence.index[0]) != expected:
-            self.differing_calls += 1
-            self.first_differing = self.first_differing or f"grid {side}, call {number}"
-        return correspondence
-
-    def summary(self) -> dict:
-        return {"calls": self.calls, "unpaired_calls": self.unpaired_calls,
-                "left_unused": sum(len(q) for q in self.queues.values()), "differing_calls": self.differing_calls,
-                "first_differing": self.first_differing, "near_ties_taken": sum(map(len, self.overrides.values()))}
 
 
 def run_pack(pack, model, positive, negative, inputs: dict, switches: set, audit=None, inversions=None) -> dict:
@@ -458,27 +404,44 @@ def _pooled(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(x.to(torch.float32), POOL)
 
 
-def write_golden(authors: dict, inputs: dict, audit: MatchAudit, path: Path = GOLDEN) -> Path:
+def write_golden(authors: dict, inputs: dict, path: Path = GOLDEN) -> Path:
     """The authors' side of the parity run, small enough to commit (see the module's docstring)."""
     import numpy as np
 
     steps = authors["steps"][:, 0].to(torch.float32)  # the output row, (68, 4, 64, 64)
     zs = {role: authors[f"zs_{role}"][SKIP:].to(torch.float32) for role in ("struct", "app")}
-    near_ties = [(grid, number, int(t), int(c)) for grid, number, tokens, choices in audit.resolved
-                 for t, c in zip(tokens.tolist(), choices.tolist())]
+    indices = [r["index"].to(torch.int64) for r in authors["matches"]]
+    valid = torch.cat([i >= 0 for i in indices])
     arrays = {
         "keyframes": np.asarray(KEYFRAMES), "steps_at_keyframes": steps[list(KEYFRAMES)].numpy(),
         "steps_pooled": _pooled(steps).numpy(),
         **{f"zs_{role}_first": z[0].numpy() for role, z in zs.items()},
         **{f"zs_{role}_pooled": _pooled(z).numpy() for role, z in zs.items()},
+        # every match of theirs: which tokens they matched (bits) and to which reference token (int16)
         "match_grids": np.asarray([r["grid"] for r in authors["matches"]], np.int64),
-        "match_digests": np.asarray([match_digest(r["index"]) for r in authors["matches"]]),
-        "near_ties": np.asarray(near_ties, np.int64).reshape(-1, 4),
+        "match_valid_bits": np.packbits(valid.numpy()), "match_count": np.asarray(valid.numel()),
+        "match_values": torch.cat([i[i >= 0] for i in indices]).to(torch.int16).numpy(),
         "inputs_digest": np.asarray(inputs_digest(inputs)), "torch": np.asarray(torch.__version__),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def golden_matches(golden: dict) -> list:
+    """The authors' matches as authors_side.py records them, rebuilt from the golden."""
+    import numpy as np
+
+    valid = torch.from_numpy(np.unpackbits(golden["match_valid_bits"])[:int(golden["match_count"])].astype(bool))
+    values = torch.from_numpy(golden["match_values"].astype(np.int64))
+    records, start, used = [], 0, 0
+    for grid in golden["match_grids"].tolist():
+        inside = valid[start:start + grid * grid]
+        index = torch.full((grid * grid,), -1, dtype=torch.long)
+        index[inside] = values[used:used + int(inside.sum())]
+        records.append({"grid": grid, "index": index})
+        start, used = start + grid * grid, used + int(inside.sum())
+    return records
 
 
 def load_golden(path: Path = GOLDEN) -> dict:
@@ -533,7 +496,7 @@ def run_golden(threads: int = 2, path: Path = GOLDEN, perturb=None, inversions=N
             "python tests/parity/run_parity.py --parity --write-golden")
     if perturb is not None:
         perturb(inputs)
-    audit = GoldenAudit(golden)
+    audit = MatchAudit(golden_matches(golden), resolve_ties=True)
     with torch.inference_mode():
         pack_run = run_pack(pack, model, positive, negative, inputs, set(SWITCHES), audit, inversions)
     result = compare_golden(pack_run, golden)
@@ -611,7 +574,7 @@ def main(argv=None):
         runs[name] = result
         finals[name] = pack_run["steps"][-1]
         if args.write_golden and name == "parity":
-            print(f"wrote {write_golden(authors, inputs, audit)}")
+            print(f"wrote {write_golden(authors, inputs)}")
         print(f"{name:<36} per-step max |d| {result['max_abs']:.2e}   final mean |d| {result['final_mean_abs']:.2e}"
               f"   final relative {result['final_relative_rms']:.2e}   ({result['seconds']:.0f} s)")
         if audit is not None:
