@@ -33,8 +33,9 @@ class LoadDemoModel(io.ComfyNode):
                 "The small diffusion model that ships with the pack, trained on the synthetic world of Eye Demo Scene "
                 "(birds and fish at 128 x 128). An SD1.5-family model (UNet, KL VAE, text encoder on ComfyUI's own "
                 "classes): every stock node works with it. Prompts: 'a photo of a bird', 'a photo of a fish'. It "
-                "only knows its world; use your own checkpoint for real photographs. Its training is not finished (see "
-                "eye_demo/MODEL_CARD.md): it draws creature-shaped patches of colour, not yet detailed creatures."
+                "only knows its world; use your own checkpoint for real photographs. Its self-attention carries appearance "
+                "from one image to another, which the transfer needs; its own drawings are rough creature shapes "
+                "(see eye_demo/MODEL_CARD.md)."
             ),
             inputs=[],
             outputs=[

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 PANELS = (("p1_oracle@500", "P1 oracle gain, t 500"), ("p1_oracle@300", "P1 oracle gain, t 300"),
-          ("p1_implicit@500", "P1 implicit gain, t 500"), ("attn4.0@261", "P2 16x16 (output block 4)"),
+          ("p1_implicit@500", "P1 implicit gain, t 500"), ("attn5.0@261", "P2 16x16 (output block 5, finest)"), ("attn4.0@261", "P2 16x16 (output block 4)"),
           ("attn2.0@261", "P2 8x8 (output block 2)"))
 
 
