@@ -27,7 +27,7 @@ def test_a_failed_builtin_module_is_named_with_its_error(headless, monkeypatch, 
     monkeypatch.setattr(nodes, "load_custom_node", load_custom_node)
     root = logging.getLogger()
     before = (root.level, [h.level for h in root.handlers])
-    failures = headless.load_nodes(tmp_path)
+    failures = _in_a_thread(headless.load_nodes, tmp_path)  # asyncio.run needs a thread with no running loop
     assert (root.level, [h.level for h in root.handlers]) == before  # logging left as it was
     with pytest.raises(SystemExit) as stop:
         failures.check({"EyeTest_NotLoadedNode"})
@@ -36,3 +36,22 @@ def test_a_failed_builtin_module_is_named_with_its_error(headless, monkeypatch, 
     assert "comfy_extras/nodes_images.py" in message and "No module named 'requests'" in message
     assert "Traceback" not in message
     failures.check(set(nodes.NODE_CLASS_MAPPINGS))  # nothing missing: no complaint
+
+
+def _in_a_thread(function, *args):
+    import threading
+
+    result = {}
+
+    def target():
+        try:
+            result["value"] = function(*args)
+        except BaseException as error:  # re-raised in the test's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
