@@ -200,15 +200,6 @@ def _map_size(maps: torch.Tensor, latent_size) -> tuple[int, int]:
     return max(h, latent_size[0]), max(w, latent_size[1])
 
 
-def pixels_to_fractions(points, width: int, height: int) -> list[tuple[float, float]]:
-    """Pixel points (as SAM-HQ Segment's inputs take them, checked inside the image) as fractions."""
-    return [(float(x) / width, float(y) / height) for x, y in points]
-
-
-def fractions_to_pixels(points, width: int, height: int) -> list[tuple[float, float]]:
-    return [(float(x) * width, float(y) * height) for x, y in points]
-
-
 def pck(found, truth, size: float, threshold: float = 0.1) -> float:
     """Share of found points within ``threshold`` x ``size`` (the object's size) of the truth (PCK@threshold)."""
     if not found:
