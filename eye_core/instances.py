@@ -222,13 +222,17 @@ class MatchConstraint:
     ``target`` (H_t, W_t) long: the label each target pixel may match (-1: it matches nothing
     and keeps its own features); ``reference`` (H_r, W_r) long: each reference pixel's label
     (-1: never matched). ``count``: labels in use. ``what`` says in words what it enforces
-    (shown in previews and logs), e.g. "instances 1>2, 2>1".
+    (shown in previews and logs), e.g. "instances 1>2, 2>1". ``points``: point pairs
+    (eye_core.point_constraint.PointConstraint) that steer matching near each point as well;
+    a constraint of points alone has one label everywhere (``labelled`` False).
     """
 
     target: torch.Tensor
     reference: torch.Tensor
     count: int
     what: str
+    points: tuple = ()
+    labelled: bool = True
 
     def __post_init__(self):
         for name in ("target", "reference"):
@@ -245,19 +249,49 @@ class MatchConstraint:
             t, r = t.to(device), r.to(device)
         return t, r, self.count
 
+    def matching_arguments(self, target_grid, reference_grid, device=None) -> dict:
+        """The keyword arguments of matching.match that enforce this constraint at these token grids."""
+        from .point_constraint import combined_channels
+
+        t, r, count = self.at(target_grid, reference_grid, device)
+        arguments = {"target_labels": t, "reference_labels": r, "label_count": count}
+        bias = combined_channels(self.points, target_grid, reference_grid, device)
+        if bias is not None:
+            arguments["target_bias"], arguments["reference_bias"] = bias
+        return arguments
+
+    def keeps(self, index: torch.Tensor, target_grid, reference_grid) -> torch.Tensor:
+        """(B, N_t) bool: which matches ``index`` (B, N_t at ``target_grid``) the constraint allows."""
+        allowed, labels, _ = self.at(target_grid, reference_grid, index.device)
+        allowed, labels = allowed.flatten(1), labels.flatten(1)
+        rows = max(index.shape[0], allowed.shape[0], labels.shape[0])
+        index = index.expand(rows, -1)
+        taken = torch.gather(labels.expand(rows, -1), 1, index.clamp(min=0))
+        keep = (allowed.expand(rows, -1) >= 0) & (taken == allowed.expand(rows, -1))
+        for points in self.points:
+            keep = keep & points.keeps(index, target_grid, reference_grid)
+        return keep
+
     def and_(self, other: "MatchConstraint") -> "MatchConstraint":
-        """Both constraints at once (a token pair must satisfy each)."""
-        if tuple(self.target.shape) != tuple(other.target.shape):
-            other_target = resize_labels(other.target, self.target.shape)
-        else:
-            other_target = other.target
-        if tuple(self.reference.shape) != tuple(other.reference.shape):
-            other_reference = resize_labels(other.reference, self.reference.shape)
-        else:
-            other_reference = other.reference
-        return MatchConstraint(combine_labels(self.target, other_target, other.count),
-                               combine_labels(self.reference, other_reference, other.count),
-                               self.count * other.count, f"{self.what}; {other.what}")
+        """Both constraints at once (a token pair must satisfy each); label maps at the finer of the two sizes."""
+        target = _finer(self.target, other.target)
+        reference = _finer(self.reference, other.reference)
+        first_t, second_t = (resize_labels(m, target.shape) for m in (self.target, other.target))
+        first_r, second_r = (resize_labels(m, reference.shape) for m in (self.reference, other.reference))
+        return MatchConstraint(combine_labels(first_t, second_t, other.count),
+                               combine_labels(first_r, second_r, other.count),
+                               self.count * other.count, f"{self.what}; {other.what}", self.points + other.points,
+                               self.labelled or other.labelled)
+
+
+def _finer(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    return first if first.numel() >= second.numel() else second
+
+
+def points_only(points) -> MatchConstraint:
+    """A constraint of point pairs alone (eye_core.point_constraint.PointConstraint): one label everywhere."""
+    everywhere = torch.zeros(1, 1, dtype=torch.long)
+    return MatchConstraint(everywhere, everywhere.clone(), 1, points.describe(), (points,), labelled=False)
 
 
 def pairing_constraint(target_instances: torch.Tensor, reference_instances: torch.Tensor, pairs) -> MatchConstraint:

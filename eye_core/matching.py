@@ -115,6 +115,15 @@ def _label_tokens(labels, grid, batch, device, name):
     return tokens.to(device)
 
 
+def _bias_tokens(bias, tokens, batch, name):
+    """Bias channels (1 or ``batch``, ``tokens``, K), checked."""
+    if bias is None:
+        return None
+    if bias.ndim != 3 or bias.shape[1] != tokens or bias.shape[0] not in (1, batch):
+        raise ValueError(f"{name} must be (1 or {batch}, {tokens}, K) at the token grid, got {tuple(bias.shape)}")
+    return bias
+
+
 def _as_tokens(x, grid, name):
     """(B, C, h, w) or (B, N, C) + grid -> ((B, N, C) view, (h, w))."""
     if not isinstance(x, torch.Tensor):
@@ -231,6 +240,8 @@ def nearest_neighbours(
     target_labels: Optional[torch.Tensor] = None,
     reference_labels: Optional[torch.Tensor] = None,
     labels: int = 0,
+    target_bias: Optional[torch.Tensor] = None,
+    reference_bias: Optional[torch.Tensor] = None,
 ):
     """The chunked kernel: no host syncs, no loops over tokens.
 
@@ -252,7 +263,12 @@ def nearest_neighbours(
     there are (given, so no host sync is needed to count them). They ride along as bias
     channels too: the target's one-hot label times 4 and a constant -4, against the
     reference's one-hot label and a constant 1, so an allowed pair adds exactly 0 and any
-    other pair -4. Per chunk the work is one matrix product, one
+    other pair -4.
+
+    ``target_bias`` (1 or B, N_t, K) and ``reference_bias`` (1 or B_r, N_r, K) add
+    ``sum_k target_bias[i, k] * reference_bias[j, k]`` to every pair's similarity: point
+    pairs steer matching this way (eye_core/point_constraint.py), with -4 to exclude a pair
+    or a bounded positive pull. Per chunk the work is one matrix product, one
     row ``max`` (value and first index) and, for the mutual check, one column ``amax``.
     """
     B, n_t, C = target.shape
@@ -274,6 +290,15 @@ def nearest_neighbours(
         for label in range(int(labels)):
             t_extra.append(torch.where(target_labels == label, -_EXCLUDED, 0.0))
             r_extra.append(torch.where(reference_labels == label, 1.0, 0.0))
+    if (target_bias is None) != (reference_bias is None):
+        raise ValueError("give bias channels for both images (target_bias and reference_bias), or neither")
+    if target_bias is not None:
+        if target_bias.shape[-1] != reference_bias.shape[-1]:
+            raise ValueError(f"target_bias has {target_bias.shape[-1]} channels but reference_bias "
+                             f"{reference_bias.shape[-1]}")
+        for k in range(target_bias.shape[-1]):
+            t_extra.append(target_bias[..., k].to(dev))
+            r_extra.append(reference_bias[..., k].to(dev))
     t_n = _normalised(target, dtype, t_extra)
     r_n = _normalised(reference.to(dev), dtype, r_extra)
     b_r = r_n.shape[0]
@@ -331,6 +356,8 @@ def match(
     target_labels: Optional[torch.Tensor] = None,
     reference_labels: Optional[torch.Tensor] = None,
     label_count: Optional[int] = None,
+    target_bias: Optional[torch.Tensor] = None,
+    reference_bias: Optional[torch.Tensor] = None,
 ) -> "Correspondence":
     """Match every target token to its cosine-nearest reference token.
 
@@ -346,7 +373,9 @@ def match(
     reference tokens whose label is the target token's (-1: matches nothing / is never
     matched). Instance pairing, proxy parts and label constraints all come down to these
     (eye_core/instances.py). ``label_count`` (labels used, if known) spares counting them,
-    a host sync on a GPU. Inputs are never modified.
+    a host sync on a GPU. ``target_bias`` / ``reference_bias``: (1 or B, N, K) channels at
+    the token grids whose products are added to the similarities (point pairs, see
+    :func:`nearest_neighbours`). Inputs are never modified.
     """
     t_tok, t_grid = _as_tokens(target, target_grid, "target")
     r_tok, r_grid = _as_tokens(reference, reference_grid, "reference")
@@ -395,6 +424,8 @@ def match(
         target_labels=t_labels,
         reference_labels=r_labels,
         labels=labels,
+        target_bias=_bias_tokens(target_bias, n_t, B, "target_bias"),
+        reference_bias=_bias_tokens(reference_bias, n_r, b_r, "reference_bias"),
     )
     return Correspondence(
         index=index,

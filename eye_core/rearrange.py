@@ -174,20 +174,18 @@ def edited_rows(cond_or_uncond, rows_per_chunk: int, action: str, guidance: str)
 
 def rearranged(output: torch.Tensor, reference: torch.Tensor, target_grid, reference_grid,
                correspondence: Correspondence | None = None, target_mask=None, reference_mask=None,
-               labels=None) -> torch.Tensor:
+               labels: dict | None = None) -> torch.Tensor:
     """The reference tokens gathered into the output's layout, (B, N_t, C).
 
     Without ``correspondence`` (already at these grids) the output tokens are matched to
     the reference tokens here (per-step matching, the official way), inside the masks and,
-    with ``labels`` (target labels, reference labels, label count; see
-    :class:`~.instances.MatchConstraint`), only to reference tokens of the allowed label.
-    Target tokens outside the target mask keep the output's own features.
+    with ``labels`` (a constraint's matching arguments at these grids, see
+    :meth:`~.instances.MatchConstraint.matching_arguments`), only to the reference tokens it
+    allows. Target tokens outside the target mask keep the output's own features.
     """
     if correspondence is None:
-        target_labels, reference_labels, count = labels if labels is not None else (None, None, None)
         correspondence = match(output, reference, target_mask, reference_mask, target_grid=target_grid,
-                               reference_grid=reference_grid, mutual=False, check_masks=False,
-                               target_labels=target_labels, reference_labels=reference_labels, label_count=count)
+                               reference_grid=reference_grid, mutual=False, check_masks=False, **(labels or {}))
     return correspondence.gather(reference, fallback=output)
 
 

@@ -133,10 +133,7 @@ class TransferPlan:
         if inside is not None:
             keep = keep & torch.gather(widen(inside), 1, index.clamp(min=0))
         if self.constraint is not None:
-            allowed, labels, _ = (labels.flatten(1) if torch.is_tensor(labels) else labels
-                                  for labels in self.constraint.at(target_grid, reference_grid, device))
-            taken = torch.gather(widen(labels), 1, index.clamp(min=0))
-            keep = keep & (widen(allowed) >= 0) & (taken == widen(allowed))
+            keep = keep & self.constraint.keeps(index, target_grid, reference_grid)
         cached = replace(fixed, index=torch.where(keep, index, -1), score=widen(fixed.score),
                          mutual=widen(fixed.mutual), target_mask=None, reference_mask=None)
         self._resampled[key] = cached
@@ -152,12 +149,12 @@ class TransferPlan:
         return self._resampled[key]
 
     def _labels_at(self, target_grid, reference_grid, device):
-        """The constraint's label tokens at these grids on ``device`` (None without one), resized once per grid."""
+        """The constraint's matching arguments at these grids on ``device`` (None without one), made once per grid."""
         if self.constraint is None:
             return None
         key = ("labels", tuple(target_grid), tuple(reference_grid), str(device))
         if key not in self._resampled:
-            self._resampled[key] = self.constraint.at(target_grid, reference_grid, device)
+            self._resampled[key] = self.constraint.matching_arguments(target_grid, reference_grid, device)
         return self._resampled[key]
 
     def edit(self, n, context, value, info: StepInfo, cond_or_uncond, grid, features):
@@ -260,7 +257,7 @@ def adain_after_step(reference: Trajectory, schedule: TransferSchedule, target_m
         if not schedule.adain(i, total):
             return x
         reference_latent = reference.latents[index].to(x.device, x.dtype)
-        if constraint is None:
+        if constraint is None or not constraint.labelled:  # point pairs alone steer matching, not AdaIN
             return masked_adain(x, reference_latent, target_mask, reference_mask)
         key = (tuple(x.shape[-2:]), tuple(reference_latent.shape[-2:]), x.device)
         if key not in labels:  # the label maps at the latents' sizes, once per sampling

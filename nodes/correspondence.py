@@ -39,9 +39,8 @@ def match_correspondence(target_features, reference_features, target_mask=None, 
     """Match Correspondence's work: (correspondence, rearranged reference, colour map); errors name ``node``."""
     check_feature_models(target_features, reference_features, node)
     with named(node):
-        labels = {} if constraint is None else {"target_labels": constraint.target,
-                                                "reference_labels": constraint.reference,
-                                                "label_count": constraint.count}
+        labels = {} if constraint is None else constraint.matching_arguments(target_features.features.shape[-2:],
+                                                                            reference_features.features.shape[-2:])
         correspondence = match(target_features.features, reference_features.features, target_mask, reference_mask,
                                **labels)
         if constraint is not None and not bool(correspondence.matched.any()):
