@@ -114,9 +114,13 @@ def attention_probe(model, layers=None, token: int = 1):
     return patched, probe
 
 
-def attention_maps(patched, probe: AttentionProbe, conditioning_extras: dict, sigma: float, noise: torch.Tensor,
+def attention_maps(patched, probe: AttentionProbe, conditioning_extras: dict, sigma: float, noise,
                    seed: int = 0):
     """``attention(latent, context) -> (L, h, w)``: the probed layers' maps for a raw latent noised by ``sigma * noise``.
+
+    ``noise``: a tensor of the latent's shape (the same noise every call), or a
+    ``torch.Generator`` drawing fresh standard normal noise for every call (as the authors
+    draw new noise at every optimisation step).
 
     The UNet runs through ComfyUI's guider (cfg 1, the embedding as the only conditioning,
     with ``conditioning_extras`` such as SDXL's pooled output), so the model's patches apply as
@@ -129,7 +133,8 @@ def attention_maps(patched, probe: AttentionProbe, conditioning_extras: dict, si
 
         def run(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
             extra_args = {} if extra_args is None else extra_args
-            noisy = x + sigmas[0] * noise.to(x.device, x.dtype)
+            drawn = torch.randn(x.shape, generator=noise) if isinstance(noise, torch.Generator) else noise
+            noisy = x + sigmas[0] * drawn.to(x.device, x.dtype)
             model_fn(noisy, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
             return x
 

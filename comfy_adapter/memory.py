@@ -21,3 +21,8 @@ def feature_store() -> tuple[torch.device, bool]:
     """
     compute = comfy.model_management.get_torch_device()
     return torch.device("cpu"), compute.type == "cuda" and torch.cuda.is_available()
+
+
+def free_memory() -> None:
+    """Hand cached accelerator memory back after a node's temporary work (ComfyUI's soft cache emptying)."""
+    comfy.model_management.soft_empty_cache()

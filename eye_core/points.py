@@ -206,3 +206,35 @@ def pck(found, truth, size: float, threshold: float = 0.1) -> float:
         return math.nan
     hits = [math.dist(a, b) <= threshold * size for a, b in zip(found, truth)]
     return sum(hits) / len(hits)
+
+
+def corresponding_points(target_attention, reference_attention, target_latent: torch.Tensor,
+                         reference_latent: torch.Tensor, points, make_init, settings: PointSettings = HEDLIN,
+                         seed: int = 0, on_step=None):
+    """Each target point's place on the reference: a list of ((x, y) fractions, confidence).
+
+    The whole method for every point: ``settings.embeddings`` embeddings optimised on the
+    target (``target_attention``, see :func:`optimise_embedding`), then read together on the
+    reference (``reference_attention``, :func:`find_in_other`). ``make_init(generator)``
+    draws a starting embedding; ``seed`` makes the crops and embeddings reproducible, point
+    by point. ``on_step()`` is called once per UNet call (progress, Cancel). The caller runs
+    this with autograd enabled (outside inference mode).
+    """
+    tick = (lambda _=None: on_step()) if on_step is not None else None
+    found = []
+    for index, point in enumerate(points):
+        generator = torch.Generator().manual_seed(int(seed) + 7919 * index)
+        contexts = []
+        for _ in range(settings.embeddings):
+            context, _ = optimise_embedding(target_attention, target_latent, point, make_init(generator), settings,
+                                            generator, tick)
+            contexts.append(context)
+        where, confidence, _ = find_in_other(reference_attention, reference_latent, contexts, None, settings,
+                                             generator, tick)
+        found.append((where, confidence))
+    return found
+
+
+def unet_calls(settings: PointSettings, points: int = 1) -> int:
+    """UNet calls the method makes for ``points`` points: optimisation (with backward) plus reading."""
+    return points * settings.embeddings * (settings.steps + settings.crops)

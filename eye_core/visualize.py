@@ -286,3 +286,50 @@ def pairs_preview(target: torch.Tensor, target_labels: torch.Tensor, n_target: i
         b = (r_centres[r][0], r_centres[r][1] + left.shape[1])
         canvas = _line(canvas, a, b, PALETTE[t % len(PALETTE)], thickness)
     return canvas[None].clamp(0, 1)
+
+
+def _ring(height: int, width: int, x: float, y: float, radius: float, thickness: float) -> torch.Tensor:
+    rows = torch.arange(height, dtype=torch.float32).view(-1, 1) + 0.5
+    cols = torch.arange(width, dtype=torch.float32).view(1, -1) + 0.5
+    distance = ((rows - y) ** 2 + (cols - x) ** 2).sqrt()
+    return (distance - radius).abs() <= thickness / 2
+
+
+def points_preview(target: torch.Tensor, target_points, reference: torch.Tensor, reference_points,
+                   confidences=None, radius: float | None = None) -> torch.Tensor:
+    """Target | reference side by side, point k numbered k+1 on both in its colour, a line joining each pair.
+
+    ``target`` / ``reference``: (H, W, 3) images; points: lists of (x, y) fractions;
+    ``confidences`` (0..1 per pair) fade a pair's line; ``radius`` (a fraction of the longer
+    side) draws the region a point constraint steers around each point. Returns (1, H, W', 3).
+    """
+    height = target.shape[0]
+    if reference.shape[0] != height:
+        new_width = max(1, round(reference.shape[1] * height / reference.shape[0]))
+        reference = F.interpolate(reference.permute(2, 0, 1)[None], size=(height, new_width), mode="bilinear",
+                                  align_corners=False)[0].permute(1, 2, 0)
+    t_w, r_w = target.shape[1], reference.shape[1]
+    canvas = torch.cat([target[..., :3].float(), reference[..., :3].float()], dim=1).clone()
+    scale = max(1, min(height, t_w) // 80)
+    thickness = max(1, height // 200)
+    places = []
+    for k, (t, r) in enumerate(zip(target_points, reference_points)):
+        a = (float(t[1]) * height, float(t[0]) * t_w)
+        b = (float(r[1]) * height, float(r[0]) * r_w + t_w)
+        places.append((k, a, b))
+        colour = PALETTE[k % len(PALETTE)]
+        strength = 1.0 if confidences is None else 0.35 + 0.65 * float(confidences[k])
+        line = _line(canvas, a, b, colour, thickness)
+        canvas = strength * line + (1.0 - strength) * canvas
+    for k, a, b in places:
+        colour = PALETTE[k % len(PALETTE)].to(canvas.dtype)
+        for (y, x), width, left in ((a, t_w, 0), (b, r_w, t_w)):
+            if radius is not None:
+                ring = _ring(height, canvas.shape[1], x, y, radius * max(height, width), thickness)
+                ring[:, :left] = False
+                ring[:, left + width:] = False
+                canvas[ring] = colour
+            dot = _dot(height, canvas.shape[1], x, y, 2 * scale)
+            canvas[dot] = colour
+            canvas = stamp_number(canvas, k + 1, max(y - 6 * scale, 3 * scale), x + 6 * scale, scale)
+    return canvas[None].clamp(0, 1)

@@ -42,3 +42,56 @@ def oracle_correspondence(target_labels, target_uv, reference_labels, reference_
     return Correspondence(index=torch.from_numpy(index)[None], score=torch.from_numpy(score)[None],
                           mutual=None, target_grid=tuple(target_grid), reference_grid=tuple(reference_grid),
                           target_mask=as_mask(t_label, target_grid), reference_mask=as_mask(r_label, reference_grid))
+
+
+def oracle_point(target, reference, point):
+    """Where ``point`` ((x, y) fractions on the ``target`` Render) lies on ``reference``: (x, y) fractions, or None.
+
+    The target pixel's part and (u, v) in its part's frame; the reference pixel of the same
+    part nearest in (u, v) is the answer (None on the background or a part the reference lacks).
+    """
+    height, width = target.labels.shape
+    col = min(int(point[0] * width), width - 1)
+    row = min(int(point[1] * height), height - 1)
+    part = int(target.labels[row, col])
+    if part <= 0 or not np.isfinite(target.uv[row, col]).all():
+        return None
+    same = (reference.labels == part) & np.isfinite(reference.uv[..., 0])
+    if not same.any():
+        return None
+    rows, cols = np.nonzero(same)
+    distance = np.linalg.norm(reference.uv[rows, cols] - target.uv[row, col], axis=-1)
+    best = int(np.argmin(distance))
+    r_height, r_width = reference.labels.shape
+    return ((cols[best] + 0.5) / r_width, (rows[best] + 0.5) / r_height)
+
+
+def part_points(target, reference, count: int, rng: np.random.Generator) -> list:
+    """``count`` points on the target's parts that the reference shows too, one part after another.
+
+    Parts are taken largest first and cycled; each point is a random pixel inside its part
+    (away from its edge where the part allows), so every part is asked about before any twice.
+    """
+    inner = target.labels.copy()
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        shifted = np.roll(target.labels, (dy, dx), axis=(0, 1))
+        inner = np.where(shifted == target.labels, inner, 0)
+    parts = [int(p) for p in np.unique(target.labels) if p > 0 and (reference.labels == p).any()]
+    parts.sort(key=lambda p: -int((target.labels == p).sum()))
+    height, width = target.labels.shape
+    points = []
+    for k in range(count):
+        part = parts[k % len(parts)]
+        rows, cols = np.nonzero(inner == part)
+        if rows.size == 0:
+            rows, cols = np.nonzero(target.labels == part)
+        pick = int(rng.integers(rows.size))
+        points.append(((cols[pick] + 0.5) / width, (rows[pick] + 0.5) / height))
+    return points
+
+
+def object_size(render) -> float:
+    """The object's size as PCK measures it: the longer side of its bounding box, as a fraction of the image's."""
+    rows, cols = np.nonzero(render.labels > 0)
+    height, width = render.labels.shape
+    return max((rows.max() - rows.min() + 1), (cols.max() - cols.min() + 1)) / max(height, width)

@@ -20,6 +20,7 @@ NODE_FAMILIES = (
     "correspondence",
     "transfer",
     "instances",
+    "points",
     "freeu",
     "sam",
     "demo",

@@ -21,8 +21,8 @@ def section(node_id):
 
 def test_every_node_and_input_is_documented():
     classes = load_node_classes()
-    assert len(classes) == 17  # inversion 2, features 1, correspondence 1, transfer 3, several objects 5, FreeU 1,
-    # SAM-HQ 2, demo 2
+    assert len(classes) == 19  # inversion 2, features 1, correspondence 1, transfer 3, several objects 5, points 2,
+    # FreeU 1, SAM-HQ 2, demo 2
     for cls in classes:
         schema = cls.GET_SCHEMA()
         text = section(schema.node_id)
