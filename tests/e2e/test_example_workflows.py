@@ -31,6 +31,8 @@ EXAMPLE_OVERRIDES: dict[str, dict] = {
                                         "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
     "segment_preview.json": {"EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny.pth"}},
     "several_objects_demo.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3}},
+    "points_demo.json": {**_FAST_INVERSION,
+                         "EyeForAnEye_FindCorrespondingPoints": {"steps": 3, "embeddings": 1, "crops": 2}},
     "several_objects_sam.json": {"EyeForAnEye_AppearanceTransfer": {"steps": 10, "skip_steps": 3},
                                  "EyeForAnEye_LoadSAMHQModel": {"checkpoint": "sam_hq_vit_tiny_full_masks.pth"}},
 }

@@ -157,11 +157,11 @@ def simple_workflow(info: dict):
     return b
 
 
-def demo_workflow(info: dict):
+def demo_workflow(info: dict, name: str = "appearance_transfer_demo", save_prefix: str = "eye_demo"):
     """Demo scene + demo model -> the modular transfer graph (official settings) -> target | reference | result | ideal."""
     from eye_test_support.workflow_builder import WorkflowBuilder
 
-    b = WorkflowBuilder(info, "appearance_transfer_demo")
+    b = WorkflowBuilder(info, name)
     model = b.node("EyeForAnEye_LoadDemoModel", (0, 0), (300, 100))
     scene = b.node("EyeForAnEye_DemoScene", (0, 160), (300, 260), [1, "flipped", "bird", 128],
                    title="Eye Demo Scene (try other seeds)")
@@ -191,7 +191,7 @@ def demo_workflow(info: dict):
                            title="... | result")
     stitch_ideal = b.node("ImageStitch", (1880, 500), (300, 150), ["right", True, 4, "white"],
                           title="... | ideal")
-    save = b.node("SaveImage", (2220, 0), (620, 260), ["eye_demo"], title="target | reference | result | ideal")
+    save = b.node("SaveImage", (2220, 0), (620, 260), [save_prefix], title="target | reference | result | ideal")
 
     b.link(model, 0, invert_target, "model")
     b.link(model, 0, invert_reference, "model")
@@ -234,6 +234,42 @@ def demo_workflow(info: dict):
     b.link(stitch_result, 0, stitch_ideal, "image1")
     b.link(scene, 4, stitch_ideal, "image2")
     b.link(stitch_ideal, 0, save, "images")
+    return b
+
+
+# five points on the parts of Eye Demo Scene seed 1 (flipped bird): body, wing, head, ... (eye_demo.oracle.part_points)
+DEMO_POINTS = "0.30,0.39; 0.59,0.37; 0.25,0.31; 0.44,0.34; 0.33,0.48"
+# the demo model's fast settings (tests/benchmarks/bench_points.py): 30 steps x 1 embedding, 4 crops, lr 0.3, every layer
+DEMO_FINDER = [DEMO_POINTS, 30, 1, 4, 0.3, 141, "every cross-attention layer", 0, "fixed"]
+
+
+def points_demo_workflow(info: dict):
+    """Demo scene -> Find Corresponding Points -> Point Pairs -> the modular transfer with the point constraint."""
+    b = demo_workflow(info, "points_demo", save_prefix="eye_points")
+    nodes = {n["title"] if "title" in n else n["type"]: n for n in b.nodes}
+    model, scene = b.nodes[0], b.nodes[1]
+    encode_target, encode_reference = nodes["VAE Encode (target)"], nodes["VAE Encode (reference)"]
+    positive = nodes["Positive prompt (the scene's species)"]
+    transfer = nodes["Apply Appearance Transfer (official: per-step)"]
+    finder = b.node("EyeForAnEye_FindCorrespondingPoints", (0, 1060), (380, 420), DEMO_FINDER,
+                    title="Find Corresponding Points (demo settings; real checkpoints: the defaults)")
+    pairs = b.node("EyeForAnEye_PointPairs", (740, 1060), (330, 260), ["", "", "hard", 0.1, 1.0],
+                   title="Point Pairs (found points, or type your own)")
+    found = b.node("PreviewImage", (420, 1060), (300, 260), title="Found points (numbered)")
+    steered = b.node("PreviewImage", (1120, 1060), (330, 260), title="Point pairs and their radius")
+    b.link(model, 0, finder, "model")
+    b.link(positive, 0, finder, "conditioning")
+    b.link(encode_target, 0, finder, "target")
+    b.link(encode_reference, 0, finder, "reference")
+    b.link(scene, 0, finder, "target_image")
+    b.link(scene, 1, finder, "reference_image")
+    b.link(finder, 3, found, "images")
+    b.link(scene, 0, pairs, "target_image")
+    b.link(scene, 1, pairs, "reference_image")
+    b.link(finder, 0, pairs, "target_points", widget=True)
+    b.link(finder, 1, pairs, "reference_points", widget=True)
+    b.link(pairs, 0, transfer, "constraint")
+    b.link(pairs, 1, steered, "images")
     return b
 
 
@@ -330,6 +366,7 @@ def object_info_in_process() -> dict:
 
 GENERATED = {"appearance_transfer.json": modular_workflow, "appearance_transfer_simple.json": simple_workflow,
              "appearance_transfer_demo.json": demo_workflow, "several_objects_demo.json": multi_demo_workflow,
+             "points_demo.json": points_demo_workflow,
              "several_objects_sam.json": multi_sam_workflow}
 
 

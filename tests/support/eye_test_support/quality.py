@@ -115,10 +115,23 @@ class QualityRunner:
                         positive=positive, timestep=s.dift_timestep, decoder_level=s.dift_level,
                         ensemble_size=s.ensemble, seed=s.seed)[0]
 
+    @staticmethod
+    def point_constraint(point_sets, method):
+        """The batch's point pairs for a ``points-...`` method as one constraint (hard; ``-soft`` in the name: soft)."""
+        from eye_for_an_eye.eye_core.instances import points_only
+        from eye_for_an_eye.eye_core.point_constraint import HARD, SOFT, PointConstraint
+
+        key = method.removesuffix("-soft")
+        target = torch.tensor([sets[key][0] for sets in point_sets], dtype=torch.float32)
+        reference = torch.tensor([sets[key][1] for sets in point_sets], dtype=torch.float32)
+        return points_only(PointConstraint(target, reference, 0.1, SOFT if method.endswith("-soft") else HARD))
+
     @torch.inference_mode()
-    def run_batch(self, pairs, methods=METHODS, seed: int = 0) -> list[PairResult]:
+    def run_batch(self, pairs, methods=METHODS, seed: int = 0, point_sets=None) -> list[PairResult]:
         """All ``methods`` on ``pairs`` (list of (target scene, reference scene), one prompt each side),
-        under inference mode as ComfyUI's executor runs nodes."""
+        under inference mode as ComfyUI's executor runs nodes. ``point_sets``: per pair, {name: (target
+        points, reference points)} for the ``points-<name>`` methods (the official preset with a point
+        constraint; ``points-<name>-soft`` with a soft one)."""
         from eye_for_an_eye.nodes import correspondence, inversion, transfer
 
         renders = [(render(t), render(r)) for t, r in pairs]
@@ -158,6 +171,8 @@ class QualityRunner:
                     reference_mask=masks["reference"])[0]
             elif method == "ground-truth":
                 extra["correspondence"] = self.oracle(renders, tuple(latents["target"].shape[-2:]))
+            elif method.startswith("points-"):
+                extra["constraint"] = self.point_constraint(point_sets, method)
             elif method == "shuffled":  # deliberately wrong: the oracle's matches dealt out at random
                 extra["correspondence"] = self.oracle(renders, tuple(latents["target"].shape[-2:]), shuffle=seed)
             patched = self._apply(reference_trajectory, target_trajectory, masks["target"], masks["reference"],
@@ -193,7 +208,8 @@ class QualityRunner:
 
     # ------------------------------------------------------------------ many pairs
 
-    def run(self, pairs, methods=METHODS, batch: int = 8, seed: int = 0, progress=None) -> list[PairResult]:
+    def run(self, pairs, methods=METHODS, batch: int = 8, seed: int = 0, progress=None,
+            point_sets=None) -> list[PairResult]:
         """All methods on all pairs, batched by (target species, reference species), in input order."""
         groups = {}
         for index, (target, reference) in enumerate(pairs):
@@ -203,7 +219,8 @@ class QualityRunner:
         for indices in groups.values():
             for start in range(0, len(indices), batch):
                 chunk = indices[start:start + batch]
-                for index, result in zip(chunk, self.run_batch([pairs[i] for i in chunk], methods, seed)):
+                sets = None if point_sets is None else [point_sets[i] for i in chunk]
+                for index, result in zip(chunk, self.run_batch([pairs[i] for i in chunk], methods, seed, sets)):
                     results[index] = result
                 if progress is not None:
                     progress(len(chunk))
