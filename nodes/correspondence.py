@@ -89,7 +89,7 @@ class MatchCorrespondence(io.ComfyNode):
                                "shows (darkened) where nothing was matched."),
                 io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="Several objects: which reference "
                                             "tokens each target token may match (Pair Instances, Proxy Parts, "
-                                            "Label Constraint)."),
+                                            "Label Constraint, Point Pairs)."),
             ],
             outputs=[
                 io.Custom(CORRESPONDENCE).Output(display_name="correspondence", tooltip="For every target token "

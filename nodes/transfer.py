@@ -237,7 +237,7 @@ class ApplyAppearanceTransfer(io.ComfyNode):
                 io.Custom(CONSTRAINT).Input("constraint", optional=True, tooltip="Several objects: which reference "
                                             "tokens each target token may match in per-step matching (and which "
                                             "matches of a fixed correspondence are kept): Pair Instances, Proxy "
-                                            "Parts, Label Constraint."),
+                                            "Parts, Label Constraint, Point Pairs."),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="A patched clone of the model; connect it to the "
                                      "CFGGuider of the sampling.")],
