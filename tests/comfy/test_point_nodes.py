@@ -50,7 +50,7 @@ def test_points_on_a_moved_copy_land_within_a_token_of_the_truth(demo):
         latents = [{"samples": vae.encode(x)} for x in (image, moved)]
         conds = [[clip.encode_from_tokens(clip.tokenize("a bird")), {}]]
         _, found, confidences, preview = _find(model, conds, *latents, nodes.format_points(queries), steps=30,
-                                               embeddings=3, crops=8, learning_rate=0.3, layers=nodes.EVERY_LAYER)
+                                               embeddings=2, crops=6, learning_rate=0.3, layers=nodes.EVERY_LAYER)
     grid = 16  # the finest cross-attention grid of a 128 px image: the latent's
     for (x, y), (fx, fy) in zip(queries, _parse(found)):
         truth = ((x - 24 / 128) % 1.0, (y + 16 / 128) % 1.0)
