@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .matching import _EXCLUDED  # the matcher's exclusion value: a pair carrying it can never win
+
 HARD = "hard"
 SOFT = "soft"
 MODES = (HARD, SOFT)
-#: The matcher's exclusion value (matching._EXCLUDED): a pair carrying it can never win.
-_EXCLUDED = -4.0
 
 
 def token_centres(grid, device=None) -> torch.Tensor:
@@ -60,9 +60,13 @@ def _holding(points: torch.Tensor, grid) -> torch.Tensor:
     return held
 
 
-def regions(points: torch.Tensor, grid, radius: float) -> torch.Tensor:
-    """(B, N, P) bool: tokens within ``radius`` of each point, and always the token holding it."""
-    return (_distances(points, grid) <= radius) | _holding(points, grid)
+def regions(points: torch.Tensor, grid, radius: float, distances: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, P) bool: tokens within ``radius`` of each point, and always the token holding it.
+
+    ``distances``: the points' :func:`_distances` at ``grid`` when the caller has them already.
+    """
+    distances = _distances(points, grid) if distances is None else distances
+    return (distances <= radius) | _holding(points, grid)
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,9 @@ class PointConstraint:
     def target_regions(self, grid, device=None) -> torch.Tensor:
         """(B, N_t, P) bool: the target tokens each point steers (hard: each token to its nearest point only)."""
         points = self.target.to(device)
-        inside = regions(points, grid, self.radius)
-        distance = torch.where(inside, _distances(points, grid), torch.full_like(inside, 1e9, dtype=torch.float32))
+        distances = _distances(points, grid)
+        inside = regions(points, grid, self.radius, distances)
+        distance = torch.where(inside, distances, torch.full_like(distances, 1e9))
         nearest = torch.nn.functional.one_hot(distance.argmin(dim=-1), self.count).bool()
         return inside & nearest
 

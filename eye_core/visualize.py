@@ -265,14 +265,20 @@ def _line(rgb: torch.Tensor, a, b, colour: torch.Tensor, thickness: int) -> torc
     return out
 
 
+def _at_height(image: torch.Tensor, height: int) -> torch.Tensor:
+    """``image`` (H, W, C) resized bilinearly to ``height`` rows, keeping its aspect (unchanged when it has them)."""
+    if image.shape[0] == height:
+        return image
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    return F.interpolate(image.permute(2, 0, 1)[None], size=(height, width), mode="bilinear",
+                         align_corners=False)[0].permute(1, 2, 0)
+
+
 def pairs_preview(target: torch.Tensor, target_labels: torch.Tensor, n_target: int, reference: torch.Tensor,
                   reference_labels: torch.Tensor, n_reference: int, pairs) -> torch.Tensor:
     """Target | reference side by side, instances numbered, a line from each target instance to its pair."""
     height = target.shape[0]
-    if reference.shape[0] != height:
-        new_width = max(1, round(reference.shape[1] * height / reference.shape[0]))
-        reference = F.interpolate(reference.permute(2, 0, 1)[None], size=(height, new_width), mode="bilinear",
-                                  align_corners=False)[0].permute(1, 2, 0)
+    reference = _at_height(reference, height)
     left = instance_preview(target, target_labels, n_target)[0]
     right = instance_preview(reference, reference_labels, n_reference)[0]
     canvas = torch.cat([left, right], dim=1)
@@ -304,10 +310,7 @@ def points_preview(target: torch.Tensor, target_points, reference: torch.Tensor,
     side) draws the region a point constraint steers around each point. Returns (1, H, W', 3).
     """
     height = target.shape[0]
-    if reference.shape[0] != height:
-        new_width = max(1, round(reference.shape[1] * height / reference.shape[0]))
-        reference = F.interpolate(reference.permute(2, 0, 1)[None], size=(height, new_width), mode="bilinear",
-                                  align_corners=False)[0].permute(1, 2, 0)
+    reference = _at_height(reference, height)
     t_w, r_w = target.shape[1], reference.shape[1]
     canvas = torch.cat([target[..., :3].float(), reference[..., :3].float()], dim=1).clone()
     scale = max(1, min(height, t_w) // 80)
