@@ -83,9 +83,9 @@ def test_the_node_list_matches_the_extension(pack_nodes):
 
 
 def test_every_pack_node_is_in_one_category(pack_nodes):
-    """All under the pack's category (the demo and several-objects nodes in their sub-categories), none elsewhere."""
-    wrong = {k: v.get("category") for k, v in pack_nodes.items()
-             if v.get("category") not in (CATEGORY, f"{CATEGORY}/demo", f"{CATEGORY}/several objects")}
+    """All under the pack's category (the demo, several-objects and points nodes in their sub-categories), none elsewhere."""
+    allowed = (CATEGORY, *(f"{CATEGORY}/{sub}" for sub in ("demo", "several objects", "points")))
+    wrong = {k: v.get("category") for k, v in pack_nodes.items() if v.get("category") not in allowed}
     assert wrong == {}, f"nodes outside the {CATEGORY!r} category: {wrong}"
 
 

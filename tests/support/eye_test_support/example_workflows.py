@@ -251,12 +251,12 @@ def points_demo_workflow(info: dict):
     encode_target, encode_reference = nodes["VAE Encode (target)"], nodes["VAE Encode (reference)"]
     positive = nodes["Positive prompt (the scene's species)"]
     transfer = nodes["Apply Appearance Transfer (official: per-step)"]
-    finder = b.node("EyeForAnEye_FindCorrespondingPoints", (0, 1060), (380, 420), DEMO_FINDER,
+    finder = b.node("EyeForAnEye_FindCorrespondingPoints", (0, 1060), (560, 420), DEMO_FINDER,
                     title="Find Corresponding Points (demo settings; real checkpoints: the defaults)")
-    pairs = b.node("EyeForAnEye_PointPairs", (740, 1060), (330, 260), ["", "", "hard", 0.1, 1.0],
+    pairs = b.node("EyeForAnEye_PointPairs", (980, 1060), (330, 260), ["", "", "hard", 0.1, 1.0],
                    title="Point Pairs (found points, or type your own)")
-    found = b.node("PreviewImage", (420, 1060), (300, 260), title="Found points (numbered)")
-    steered = b.node("PreviewImage", (1120, 1060), (330, 260), title="Point pairs and their radius")
+    found = b.node("PreviewImage", (620, 1060), (300, 260), title="Found points (numbered)")
+    steered = b.node("PreviewImage", (1370, 1060), (330, 260), title="Point pairs and their radius")
     b.link(model, 0, finder, "model")
     b.link(positive, 0, finder, "conditioning")
     b.link(encode_target, 0, finder, "target")
