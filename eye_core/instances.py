@@ -171,8 +171,9 @@ def similarity(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 def assignment(cost: torch.Tensor) -> list[int]:
     """Minimum-cost assignment of rows to distinct columns (rows <= columns): column per row.
 
-    scipy's linear_sum_assignment (exact; scipy is one of the pack's requirements and ComfyUI's), with the pack's checks in
-    front so a bad cost says what is wrong instead of scipy's generic error.
+    scipy's linear_sum_assignment (exact; scipy is a requirement of the pack, and of ComfyUI),
+    with the pack's checks in front so a bad cost says what is wrong instead of scipy's generic
+    error.
     """
     from scipy.optimize import linear_sum_assignment
 
